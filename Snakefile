@@ -1,0 +1,30 @@
+# Muppet pre-finetuning: the task-scaling curve as one DAG.
+#   download -> tokenize -> subsets -> prefinetune (k, draw) -> finetune (target, seed) -> aggregate -> plot
+# Run the embedded default:  snakemake --cores 2 --directory demo
+# Run the cluster experiment: snakemake --profile slurm results/scaling_curve.pdf
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/tokenize.smk"
+include: "rules/subsets.smk"
+include: "rules/prefinetune.smk"
+include: "rules/finetune.smk"
+include: "rules/aggregate.smk"
+
+
+report: "report/workflow.rst"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True
+
+
+# Every ablation named in config: results/ablations/<name>/scaling_curve.pdf
+rule ablations:
+    input:
+        ablation_outputs(),

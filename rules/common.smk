@@ -1,0 +1,139 @@
+# Config validation, paths and input functions shared by every rule.
+import sys
+from pathlib import Path
+
+from prefinetune.config import MAIN, Experiment
+from prefinetune.tasks import ConfigError
+
+REPO = Path(workflow.basedir)
+
+try:
+    EXP = Experiment.from_config(config, REPO, source=workflow.configfiles[-1] if workflow.configfiles else "config")
+except ConfigError as error:
+    sys.exit(f"Config error: {error}")
+
+MODEL = EXP.config["model"]["name"]
+RES = EXP.config["resources"]
+ABLATION_ROOT = "results/ablations"
+
+
+wildcard_constraints:
+    root=r"results(/ablations/[a-z0-9_-]+)?",
+    task=r"[a-z0-9_]+",
+    target=r"[a-z0-9_]+",
+    k=r"[1-9][0-9]*",
+    draw=r"[1-9][0-9]*",
+    seed=r"[1-9][0-9]*",
+
+
+def variant_root(variant):
+    return "results" if variant == MAIN else f"{ABLATION_ROOT}/{variant}"
+
+
+def root_variant(root):
+    return MAIN if root == "results" else Path(root).name
+
+
+def task(name):
+    if name not in EXP.tasks:
+        raise ValueError(f"unknown task '{name}' (not in the registry {EXP.config['registry']})")
+    return EXP.tasks[name]
+
+
+def tokenized(name):
+    return f"results/tokenized/{MODEL}/{name}"
+
+
+def model_dir():
+    return f"resources/models/{MODEL}"
+
+
+# -- input and params functions ---------------------------------------------------------------------------------------
+def task_entry(wildcards):
+    return task(wildcards.task)
+
+
+def target_entry(wildcards):
+    return task(wildcards.target)
+
+
+def model_build_texts(wildcards):
+    """A tiny model's tokenizer is trained on the experiment's own data; hub models need nothing."""
+    if "build" in EXP.config["model"]:
+        return expand("resources/datasets/{task}", task=EXP.used_tasks)
+    return []
+
+
+def draw_order(wildcards):
+    return EXP.order(int(wildcards.draw))
+
+
+def subset_tasks(wildcards):
+    return [task(t) for t in EXP.subset(int(wildcards.k), int(wildcards.draw))]
+
+
+def prefinetune_inputs(wildcards):
+    return {"base": model_dir(), "data": [tokenized(t.name) for t in subset_tasks(wildcards)]}
+
+
+def prefinetune_settings(wildcards):
+    return EXP.prefinetune_settings(root_variant(wildcards.root))
+
+
+def target_tokenized(wildcards):
+    return tokenized(wildcards.target)
+
+
+def finetune_encoder(wildcards):
+    """k = 0 fine-tunes the original model; k > 0 the pre-finetuned one of that root, k and draw."""
+    k = int(wildcards.get("k", 0))
+    if k == 0:
+        return model_dir()
+    return f"{wildcards.root}/prefinetune/k{k}/draw{wildcards.draw}/model"
+
+
+def finetune_meta(wildcards):
+    k = int(wildcards.get("k", 0))
+    draw = int(wildcards.get("draw", 0))
+    return {"variant": root_variant(wildcards.get("root", "results")), "k": k, "draw": draw,
+            "tasks": EXP.subset(k, draw) if k else [], "model": MODEL}
+
+
+def finetune_runs(root):
+    """Every metrics.json behind one curve: the shared k = 0 baseline and this root's pre-finetuned models."""
+    runs = []
+    for k in EXP.counts:
+        if k == 0:
+            runs += expand("results/finetune/k0/{target}/seed{seed}/metrics.json", target=EXP.targets, seed=EXP.seeds)
+        else:
+            runs += expand(f"{root}/finetune/k{k}/draw{{draw}}/{{target}}/seed{{seed}}/metrics.json",
+                           draw=EXP.draws, target=EXP.targets, seed=EXP.seeds)
+    return runs
+
+
+def aggregate_runs(wildcards):
+    return finetune_runs(wildcards.root)
+
+
+def variant_of(wildcards):
+    return root_variant(wildcards.root)
+
+
+def plot_title(wildcards):
+    variant = root_variant(wildcards.root)
+    name = "pre-finetuning" if variant == MAIN else f"ablation: {variant}"
+    return f"{name}, {MODEL}: target performance vs number of pre-finetuning tasks"
+
+
+def curve_outputs(variants):
+    roots = [variant_root(v) for v in variants]
+    return expand("{root}/{name}", root=roots, name=["scaling.csv", "scaling_curve.pdf", "scaling_curve.png"])
+
+
+def all_outputs():
+    """The paper's curve and the subsets it was drawn from."""
+    return [*expand("results/subsets/draw{draw}.yaml", draw=EXP.draws), *curve_outputs([MAIN])]
+
+
+def ablation_outputs():
+    return curve_outputs([v for v in EXP.variants if v != MAIN])

@@ -1,0 +1,35 @@
+# Data and model onto disk. Local rules: on a cluster they run where Snakemake runs (the login node, which
+# has internet); compute nodes then read only local files.
+
+
+localrules:
+    download_dataset,
+    download_model,
+
+
+rule download_dataset:
+    output:
+        directory("resources/datasets/{task}"),
+    params:
+        task=task_entry,
+    log:
+        "logs/download/{task}.log",
+    benchmark:
+        "benchmarks/download/{task}.tsv"
+    script:
+        "../workflow_scripts/download_dataset.py"
+
+
+rule download_model:
+    input:
+        texts=model_build_texts,
+    output:
+        directory(f"resources/models/{MODEL}"),
+    params:
+        model=EXP.config["model"],
+    log:
+        f"logs/download/model_{MODEL}.log",
+    benchmark:
+        f"benchmarks/download/model_{MODEL}.tsv"
+    script:
+        "../workflow_scripts/download_model.py"

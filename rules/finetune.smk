@@ -1,0 +1,50 @@
+# Fine-tune every target with several seeds: from the original model (k = 0, shared by all draws and
+# ablations) and from each pre-finetuned model.
+
+
+rule finetune_baseline:
+    input:
+        encoder=model_dir(),
+        data=target_tokenized,
+    output:
+        metrics="results/finetune/k0/{target}/seed{seed}/metrics.json",
+        log_tsv="results/finetune/k0/{target}/seed{seed}/train_log.tsv",
+    params:
+        target=target_entry,
+        settings=EXP.finetune_settings(),
+        meta=finetune_meta,
+    log:
+        "logs/results/finetune/k0/{target}/seed{seed}.log",
+    benchmark:
+        "benchmarks/results/finetune/k0/{target}/seed{seed}.tsv"
+    threads: RES["finetune"]["threads"]
+    resources:
+        runtime=RES["finetune"]["runtime"],
+        mem_mb=RES["finetune"]["mem_mb"],
+        gpu=RES["finetune"]["gpus"],
+    script:
+        "../workflow_scripts/finetune.py"
+
+
+rule finetune:
+    input:
+        encoder=finetune_encoder,
+        data=target_tokenized,
+    output:
+        metrics="{root}/finetune/k{k}/draw{draw}/{target}/seed{seed}/metrics.json",
+        log_tsv="{root}/finetune/k{k}/draw{draw}/{target}/seed{seed}/train_log.tsv",
+    params:
+        target=target_entry,
+        settings=EXP.finetune_settings(),
+        meta=finetune_meta,
+    log:
+        "logs/{root}/finetune/k{k}/draw{draw}/{target}/seed{seed}.log",
+    benchmark:
+        "benchmarks/{root}/finetune/k{k}/draw{draw}/{target}/seed{seed}.tsv"
+    threads: RES["finetune"]["threads"]
+    resources:
+        runtime=RES["finetune"]["runtime"],
+        mem_mb=RES["finetune"]["mem_mb"],
+        gpu=RES["finetune"]["gpus"],
+    script:
+        "../workflow_scripts/finetune.py"

@@ -1,0 +1,24 @@
+# One multi-task model per (task count k, draw), for the main method and for each ablation root.
+
+
+rule prefinetune:
+    input:
+        unpack(prefinetune_inputs),
+    output:
+        model=directory("{root}/prefinetune/k{k}/draw{draw}/model"),
+        log_tsv="{root}/prefinetune/k{k}/draw{draw}/train_log.tsv",
+    params:
+        tasks=subset_tasks,
+        settings=prefinetune_settings,
+        model=MODEL,
+    log:
+        "logs/{root}/prefinetune/k{k}/draw{draw}.log",
+    benchmark:
+        "benchmarks/{root}/prefinetune/k{k}/draw{draw}.tsv"
+    threads: RES["prefinetune"]["threads"]
+    resources:
+        runtime=RES["prefinetune"]["runtime"],
+        mem_mb=RES["prefinetune"]["mem_mb"],
+        gpu=RES["prefinetune"]["gpus"],
+    script:
+        "../workflow_scripts/prefinetune.py"

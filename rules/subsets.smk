@@ -1,0 +1,20 @@
+# Per draw, a seeded order of the pool; the subset of size k is its first k tasks (nested, as in the paper).
+
+
+localrules:
+    subsets,
+
+
+rule subsets:
+    output:
+        report("results/subsets/draw{draw}.yaml", caption="../report/subsets.rst", category="Task subsets"),
+    params:
+        order=draw_order,
+        protocol=EXP.config["protocol"],
+        seed=EXP.config["seed"],
+    log:
+        "logs/subsets/draw{draw}.log",
+    benchmark:
+        "benchmarks/subsets/draw{draw}.tsv"
+    script:
+        "../workflow_scripts/subsets.py"

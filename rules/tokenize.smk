@@ -1,0 +1,19 @@
+# Tokenize each dataset once per tokenizer; every subset and fine-tuning run reads the same memory-mapped copy.
+
+
+rule tokenize:
+    input:
+        data="resources/datasets/{task}",
+        model=model_dir(),
+    output:
+        directory(f"results/tokenized/{MODEL}/{{task}}"),
+    params:
+        task=task_entry,
+        max_length=EXP.config["max_length"],
+    log:
+        f"logs/tokenize/{MODEL}/{{task}}.log",
+    benchmark:
+        f"benchmarks/tokenize/{MODEL}/{{task}}.tsv"
+    threads: 1
+    script:
+        "../workflow_scripts/tokenize.py"

@@ -1,0 +1,47 @@
+"""Atomic outputs: a killed job never leaves a file or folder that looks finished."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary lives in the same folder, so the final ``os.replace`` is atomic on POSIX
+    file systems. A directory target that already exists (e.g. created empty by Snakemake) is
+    replaced as a whole.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp if is_dir else tmp / path.name
+    try:
+        yield target
+        if is_dir:
+            if path.is_dir():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        else:
+            os.replace(target, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as pretty JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

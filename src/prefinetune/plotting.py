@@ -1,0 +1,72 @@
+"""The task-scaling figure: target performance against the number of pre-finetuning tasks k."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: cluster jobs have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .analysis import mean_over_targets, summarize  # noqa: E402
+from .io import atomic_path  # noqa: E402
+
+MEAN_PANEL = "mean over targets"
+BASELINE_LABEL = "no pre-finetuning (k=0)"
+
+
+def _panel(ax, runs: pd.DataFrame, stats: pd.DataFrame, title: str, ylabel: str) -> None:
+    """Draw one panel: runs as dots, mean line, mean ± std band and the k = 0 baseline."""
+    stats = stats.sort_values("k")
+    std = stats["std"].fillna(0.0)  # a single run has no spread
+    ax.scatter(runs["k"], runs["value"], s=12, alpha=0.35, color="C0", linewidths=0, label="single run")
+    ax.plot(stats["k"], stats["mean"], "-o", color="C0", markersize=4, label="mean over draws and seeds")
+    ax.fill_between(stats["k"], stats["mean"] - std, stats["mean"] + std, color="C0", alpha=0.2, label="mean ± std")
+    baseline = stats.loc[stats["k"] == 0, "mean"]
+    if not baseline.empty:
+        ax.axhline(baseline.iloc[0], color="grey", linestyle="--", linewidth=1, label=BASELINE_LABEL)
+    ax.set_title(title)
+    ax.set_xlabel("number of pre-finetuning tasks k")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def plot_scaling(df: pd.DataFrame, pdf_path: str | os.PathLike, png_path: str | os.PathLike, title: str) -> None:
+    """Save the scaling curve of ``df`` (the table of ``analysis.collect``) as PDF and PNG, atomically.
+
+    One panel per target (y = that target's metric) plus a panel of the mean over targets.
+    """
+    stats = summarize(df)
+    metric_of = df.groupby("target")["metric"].first()
+    targets = sorted(metric_of.index)
+    metrics = sorted(set(metric_of))
+    mean_ylabel = f"mean {metrics[0]}" if len(metrics) == 1 else "mean of target metrics"
+
+    n_panels = len(targets) + 1
+    ncols = min(n_panels, 3)
+    nrows = math.ceil(n_panels / ncols)
+    legend_height = 0.5  # inches reserved below the panels for the shared legend
+    height = 3.4 * nrows + legend_height
+    with plt.rc_context({"font.size": 10, "axes.titlesize": 11}):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, height), squeeze=False)
+        axes = axes.ravel()
+        for ax, target in zip(axes, targets):
+            _panel(ax, df[df["target"] == target], stats[stats["target"] == target], target, metric_of[target])
+        _panel(axes[len(targets)], mean_over_targets(df), stats[stats["target"] == "mean"], MEAN_PANEL, mean_ylabel)
+        for ax in axes[n_panels:]:
+            ax.set_visible(False)
+
+        fig.suptitle(title, fontsize=13)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=4, frameon=False)
+        fig.tight_layout(rect=(0, legend_height / height, 1, 1))
+        with atomic_path(pdf_path) as tmp:
+            fig.savefig(tmp, format="pdf")
+        with atomic_path(png_path) as tmp:
+            fig.savefig(tmp, format="png", dpi=150)
+    plt.close(fig)

@@ -1,0 +1,135 @@
+"""One training loop for both stages: multi-task pre-finetuning and single-task fine-tuning.
+
+Each optimizer update accumulates ``grad_accum`` micro-batches from :class:`MultiTaskSampler`; a
+micro-batch is padded to its longest row only (dynamic padding) and holds rows of several tasks unless
+the homogeneous ablation is on. AdamW, linear warm-up then linear decay, gradient clipping.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .heads import MultiTaskModel
+from .io import atomic_path, write_json
+from .sampling import MultiTaskSampler
+from .tasks import Task
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_encoder(model_dir: str | Path):
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False)
+
+
+def collate(data: dict, batch: list[tuple[str, int]], pad_id: int, device: torch.device):
+    """Rows of a (task, index) batch, grouped by task, padded to the longest row in the batch."""
+    rows, labels, segments = [], [], []
+    start = 0
+    for task in dict.fromkeys(t for t, _ in batch):
+        indices = [i for t, i in batch if t == task]
+        picked = data[task][indices]
+        rows.extend(picked["input_ids"])
+        labels.extend(picked["label"])
+        segments.append((task, start, start + len(indices)))
+        start += len(indices)
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        input_ids[j, : len(r)] = torch.tensor(r)
+        attention_mask[j, : len(r)] = 1
+    return {
+        "input_ids": input_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+        "labels": torch.tensor(labels, dtype=torch.float32).to(device),
+        "segments": segments,
+    }
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and LayerNorm weights (the usual BERT/RoBERTa recipe)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id: int, log_path: str | Path,
+          desc: str = "train") -> dict:
+    """Run ``steps`` optimizer updates; writes a TSV loss log atomically and returns a summary."""
+    from transformers import get_linear_schedule_with_warmup
+
+    device = pick_device()
+    model.to(device).train()
+    sampler = MultiTaskSampler(
+        {t: len(ds) for t, ds in data.items()}, settings["batch_size"], settings["seed"],
+        temperature=settings["temperature"], cap=settings["cap"], homogeneous=settings["batches"] == "homogeneous",
+    )
+    optimizer = make_optimizer(model, settings["lr"], settings["weight_decay"])
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(settings["warmup_ratio"] * steps), steps)
+    accum = settings["grad_accum"]
+    log_rows = ["step\tloss\tlr\ttasks_in_update\tseconds"]
+    start, running = time.time(), []
+    bar = tqdm(range(1, steps + 1), desc=desc, file=sys.stderr, mininterval=5)
+    for step in bar:
+        tasks_seen: set[str] = set()
+        for micro in range(accum):
+            batch = sampler.batch((step - 1) * accum + micro)
+            tasks_seen.update(t for t, _ in batch)
+            inputs = collate(data, batch, pad_id, device)
+            loss, _ = model(inputs["input_ids"], inputs["attention_mask"], inputs["segments"], inputs["labels"])
+            (loss / accum).backward()
+            running.append(loss.item())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings["max_grad_norm"])
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % settings["log_every"] == 0 or step == steps:
+            mean_loss = float(np.mean(running))
+            running = []
+            log_rows.append(f"{step}\t{mean_loss:.6f}\t{scheduler.get_last_lr()[0]:.3e}\t{len(tasks_seen)}\t{time.time() - start:.1f}")
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+    with atomic_path(log_path) as tmp:
+        tmp.write_text("\n".join(log_rows) + "\n")
+    return {"steps": steps, "final_loss": float(log_rows[-1].split("\t")[1]), "seconds": round(time.time() - start, 1)}
+
+
+@torch.no_grad()
+def predict(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (or regression outputs) and labels for a whole split."""
+    device = pick_device()
+    model.to(device).eval()
+    outputs, labels = [], []
+    for lo in range(0, len(ds), batch_size):
+        batch = [(task.name, i) for i in range(lo, min(lo + batch_size, len(ds)))]
+        inputs = collate({task.name: ds}, batch, pad_id, device)
+        _, logits = model(inputs["input_ids"], inputs["attention_mask"], inputs["segments"])
+        outputs.append(logits[task.name].float().cpu().numpy())
+        labels.append(inputs["labels"].cpu().numpy())
+    return np.concatenate(outputs), np.concatenate(labels)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def save_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, summary: dict) -> None:
+    """Encoder (safetensors, loadable with ``AutoModel.from_pretrained``), tokenizer, heads and a summary."""
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        model.encoder.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        model.save_heads(tmp)
+        write_json(tmp / "prefinetune.json", summary)

@@ -1,0 +1,86 @@
+"""collect / summarize / write_table on hand-made runs, and the scaling figure's files."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from prefinetune.analysis import COLUMNS, collect, summarize, write_table
+from prefinetune.plotting import plot_scaling
+
+
+def run(k, draw, target, seed, value, variant="main"):
+    """A metrics.json record as a fine-tuning job writes it."""
+    return {"variant": variant, "k": k, "draw": draw, "target": target, "seed": seed, "metric": "accuracy",
+            "value": value, "metrics": {"accuracy": value}, "tasks": [] if k == 0 else ["t1", target][:k]}
+
+
+# Two targets; the k = 0 baseline (draw 0) with two seeds, k = 2 with two draws of one seed.
+RUNS = [
+    run(2, 2, "b", 1, 0.8), run(0, 0, "a", 2, 0.7), run(2, 1, "a", 1, 0.8), run(0, 0, "b", 1, 0.3),
+    run(2, 2, "a", 1, 0.6), run(0, 0, "a", 1, 0.5), run(2, 1, "b", 1, 0.4), run(0, 0, "b", 2, 0.5),
+]
+
+
+def write_runs(tmp_path, records):
+    paths = []
+    for i, record in enumerate(records):
+        path = tmp_path / f"run{i}" / "metrics.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(record))
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def table(tmp_path):
+    return collect(write_runs(tmp_path, RUNS), variant="ablation")
+
+
+def test_collect_columns_order_and_variant(table):
+    assert list(table.columns) == COLUMNS == ["variant", "k", "draw", "target", "seed", "metric", "value"]
+    assert len(table) == len(RUNS)
+    keys = list(table[["k", "draw", "target", "seed"]].itertuples(index=False, name=None))
+    assert keys == sorted(keys)
+    assert keys[0] == (0, 0, "a", 1) and keys[-1] == (2, 2, "b", 1)
+    assert set(table["variant"]) == {"ablation"}  # overrides "main", also for the shared k = 0 rows
+
+
+def test_collect_names_file_with_missing_key(tmp_path):
+    broken = run(1, 1, "a", 1, 0.5)
+    del broken["seed"]
+    paths = write_runs(tmp_path, [run(0, 0, "a", 1, 0.5), broken])
+    with pytest.raises(ValueError, match=r"run1.*metrics\.json.*seed"):
+        collect(paths, variant="main")
+
+
+def test_summarize_per_target_and_mean(table):
+    s = summarize(table).set_index(["target", "k"])
+    a0 = s.loc[("a", 0)]
+    assert (a0["mean"], a0["min"], a0["max"], a0["n"]) == pytest.approx((0.6, 0.5, 0.7, 2))
+    assert a0["std"] == pytest.approx(math.sqrt(0.02))  # sample std of 0.5, 0.7
+    assert s.loc[("b", 2), "mean"] == pytest.approx(0.6)
+    # mean over targets: (k=0, seed 1) -> 0.4, (k=0, seed 2) -> 0.6; (k=2, draw 1) -> 0.6, (k=2, draw 2) -> 0.7
+    assert s.loc[("mean", 0), "mean"] == pytest.approx(0.5)
+    m2 = s.loc[("mean", 2)]
+    assert (m2["mean"], m2["min"], m2["max"], m2["n"]) == pytest.approx((0.65, 0.6, 0.7, 2))
+    assert m2["std"] == pytest.approx(math.sqrt(0.005))
+    assert len(s) == 6  # 2 targets + "mean", each at k = 0 and k = 2
+
+
+def test_write_table_round_trips(table, tmp_path):
+    path = tmp_path / "out" / "scaling.csv"
+    write_table(table, path)
+    back = pd.read_csv(path)
+    assert list(back.columns) == COLUMNS
+    assert back["value"].tolist() == pytest.approx(table["value"].tolist())
+    assert [p.name for p in path.parent.iterdir()] == ["scaling.csv"]  # no temporary left behind
+
+
+def test_plot_scaling_writes_pdf_and_png(table, tmp_path):
+    pdf, png = tmp_path / "fig" / "scaling.pdf", tmp_path / "fig" / "scaling.png"
+    plot_scaling(table, pdf, png, title="test curve")
+    assert pdf.read_bytes().startswith(b"%PDF")
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert pdf.stat().st_size > 1000 and png.stat().st_size > 1000

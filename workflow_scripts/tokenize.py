@@ -1,0 +1,7 @@
+"""Snakemake entry point: tokenize one dataset with the model's tokenizer."""
+from prefinetune.data import tokenize
+from prefinetune.workflow import logging_to
+
+with logging_to(snakemake.log[0]):
+    tokenize(snakemake.params.task, snakemake.input.data, snakemake.input.model, snakemake.output[0],
+             snakemake.params.max_length, num_proc=snakemake.threads)
