@@ -14,6 +14,8 @@ rule aggregate:
                labels={"variant": "{root}", "figure": "table"}),
     params:
         variant=variant_of,
+    conda:
+        "../envs/prefinetune.yaml"
     log:
         "logs/{root}/aggregate.log",
     benchmark:
@@ -31,6 +33,8 @@ rule plot:
                    labels={"variant": "{root}", "figure": "curve"}),
     params:
         title=plot_title,
+    conda:
+        "../envs/prefinetune.yaml"
     log:
         "logs/{root}/plot.log",
     benchmark:

@@ -12,6 +12,8 @@ rule download_dataset:
         directory("resources/datasets/{task}"),
     params:
         task=task_entry,
+    conda:
+        "../envs/prefinetune.yaml"
     log:
         "logs/download/{task}.log",
     benchmark:
@@ -27,6 +29,8 @@ rule download_model:
         directory(f"resources/models/{MODEL}"),
     params:
         model=EXP.config["model"],
+    conda:
+        "../envs/prefinetune.yaml"
     log:
         f"logs/download/model_{MODEL}.log",
     benchmark:

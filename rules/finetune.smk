@@ -13,6 +13,8 @@ rule finetune_baseline:
         target=target_entry,
         settings=EXP.finetune_settings(),
         meta=finetune_meta,
+    conda:
+        "../envs/prefinetune.yaml"
     log:
         "logs/results/finetune/k0/{target}/seed{seed}.log",
     benchmark:
@@ -37,6 +39,8 @@ rule finetune:
         target=target_entry,
         settings=EXP.finetune_settings(),
         meta=finetune_meta,
+    conda:
+        "../envs/prefinetune.yaml"
     log:
         "logs/{root}/finetune/k{k}/draw{draw}/{target}/seed{seed}.log",
     benchmark:

@@ -11,6 +11,8 @@ rule prefinetune:
         tasks=subset_tasks,
         settings=prefinetune_settings,
         model=MODEL,
+    conda:
+        "../envs/prefinetune.yaml"
     log:
         "logs/{root}/prefinetune/k{k}/draw{draw}.log",
     benchmark:

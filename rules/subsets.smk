@@ -12,6 +12,8 @@ rule subsets:
         order=draw_order,
         protocol=EXP.config["protocol"],
         seed=EXP.config["seed"],
+    conda:
+        "../envs/prefinetune.yaml"
     log:
         "logs/subsets/draw{draw}.log",
     benchmark:

@@ -10,6 +10,8 @@ rule tokenize:
     params:
         task=task_entry,
         max_length=EXP.config["max_length"],
+    conda:
+        "../envs/prefinetune.yaml"
     log:
         f"logs/tokenize/{MODEL}/{{task}}.log",
     benchmark:

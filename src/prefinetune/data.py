@@ -14,6 +14,7 @@ from .io import atomic_path
 from .tasks import ConfigError, Task
 
 SPLITS = ("train", "validation")
+FILE_BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv", "parquet": "parquet"}
 
 
 def load_source(task: Task, repo: str | Path = "."):
@@ -26,16 +27,17 @@ def load_source(task: Task, repo: str | Path = "."):
 
         return generate(src["generator"], task.type, task.num_labels)
     if "files" in src:
-        files = {split: str(Path(repo) / f) for split, f in src["files"].items()}
-        missing = [f for f in files.values() if not Path(f).is_file()]
-        if missing:
-            raise ConfigError(f"task {task.name}: data file not found: {missing[0]}")
-        suffix = Path(next(iter(files.values()))).suffix.lstrip(".")
-        builder = {"jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv", "parquet": "parquet"}.get(suffix)
-        if builder is None:
-            raise ConfigError(f"task {task.name}: source.files: unsupported file type '.{suffix}'")
-        kwargs = {"delimiter": "\t"} if suffix == "tsv" else {}
-        return datasets.load_dataset(builder, data_files=files, **kwargs)
+        splits = {}
+        for split, name in src["files"].items():
+            path = Path(repo) / name
+            if not path.is_file():
+                raise ConfigError(f"task {task.name}: data file not found: {path}")
+            builder = FILE_BUILDERS.get(path.suffix.lstrip("."))
+            if builder is None:
+                raise ConfigError(f"task {task.name}: source.files.{split}: unsupported file type '{path.suffix}'")
+            kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
+            splits[split] = datasets.load_dataset(builder, data_files={split: str(path)}, split=split, **kwargs)
+        return datasets.DatasetDict(splits)
     return datasets.load_dataset(src["hub"], src.get("config"), revision=src.get("revision"))
 
 

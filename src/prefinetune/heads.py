@@ -79,6 +79,9 @@ class MultiTaskModel(nn.Module):
 
         state = load_file(str(Path(model_dir) / HEADS_WEIGHTS))
         wanted = {k: v for k, v in state.items() if names is None or k.split(".", 1)[0] in names}
-        missing, unexpected = self.heads.load_state_dict(wanted, strict=False)
+        absent = sorted(set(names or self.heads) - {k.split(".", 1)[0] for k in state})
+        if absent:
+            raise ValueError(f"{model_dir}: no saved head for {absent}")
+        _, unexpected = self.heads.load_state_dict(wanted, strict=False)
         if unexpected:
             raise ValueError(f"{model_dir}: heads not in this model: {sorted({k.split('.')[0] for k in unexpected})}")

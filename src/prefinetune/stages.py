@@ -40,7 +40,7 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     if pad_id is None:
         raise ValueError(f"{encoder_dir}/config.json has no pad_token_id")
     model = MultiTaskModel(encoder, [target], settings["dropout"], settings["loss_scaling"])
-    steps = math.ceil(settings["epochs"] * len(train_ds) / settings["batch_size"])
+    steps = math.ceil(settings["epochs"] * len(train_ds) / (settings["batch_size"] * settings["grad_accum"]))
     summary = train(model, {target.name: train_ds}, settings, steps, pad_id, log_tsv, desc=f"fine-tune {target.name}")
     outputs, labels = predict(model, load_tokenized(tokenized, "validation"), target, pad_id, settings["eval_batch_size"])
     metrics = compute_metrics(target.type, outputs, labels)

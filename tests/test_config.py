@@ -1,0 +1,288 @@
+"""config.yaml and registry validation: every mistake stops with one line naming the field."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prefinetune.config import DEFAULT_TRAIN, MAIN, Experiment
+from prefinetune.tasks import ConfigError, load_registry
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = yaml.safe_load((REPO / "demo" / "config.yaml").read_text())
+
+
+def config(**changes):
+    c = copy.deepcopy(DEMO)
+    c.update(changes)
+    return c
+
+
+def config_error(cfg) -> str:
+    with pytest.raises(ConfigError) as info:
+        Experiment.from_config(cfg, REPO)
+    message = str(info.value)
+    assert "\n" not in message, f"message is not one line: {message!r}"
+    assert message.startswith("config.yaml: "), message
+    return message
+
+
+# -- the demo config -----------------------------------------------------------------------------------------
+def test_demo_config_loads():
+    exp = Experiment.from_config(DEMO, REPO)
+    assert exp.targets == DEMO["targets"]
+    assert exp.counts == sorted(DEMO["task_counts"])
+    assert exp.draws == list(range(1, DEMO["draws"] + 1))
+    assert exp.seeds == list(range(1, DEMO["finetune_seeds"] + 1))
+    assert exp.variants == [MAIN, *DEMO.get("ablations", {})]
+    assert exp.tasks == load_registry(REPO / DEMO["registry"])
+    assert set(exp.used_tasks) == set(DEMO["pool"]) | set(DEMO["targets"])
+    order = exp.order(1)
+    if DEMO["protocol"] == "targets_in_pool":
+        assert order[: len(exp.targets)] == exp.targets
+    else:
+        assert not set(order) & set(exp.targets)
+    k = max(exp.counts)
+    assert exp.subset(k, 1) == order[:k]
+    assert set(exp.subset(min(c for c in exp.counts if c > 0), 1)) <= set(exp.subset(k, 1))
+    assert exp.order(1) != exp.order(2)
+
+
+def test_from_config_does_not_mutate_input():
+    cfg = copy.deepcopy(DEMO)
+    cfg.pop("seed")
+    snapshot = copy.deepcopy(cfg)
+    exp = Experiment.from_config(cfg, REPO)
+    assert cfg == snapshot
+    assert exp.config["seed"] == 0
+
+
+def test_absolute_registry_path():
+    exp = Experiment.from_config(config(registry=str(REPO / "demo" / "tasks.yaml")), "/nonexistent")
+    assert "syn_01" in exp.tasks
+
+
+def test_missing_registry_file():
+    with pytest.raises(ConfigError, match="registry"):
+        Experiment.from_config(config(registry="demo/no_such_tasks.yaml"), REPO)
+
+
+# -- mistakes in config.yaml ---------------------------------------------------------------------------------
+def test_misspelled_task_in_pool():
+    pool = list(DEMO["pool"])
+    pool[3] = "syn_4"
+    msg = config_error(config(pool=pool))
+    assert "pool[3]" in msg and "syn_4" in msg
+
+
+def test_task_count_larger_than_pool():
+    msg = config_error(config(task_counts=[0, 2, 99]))
+    assert "task_counts[2]" in msg and "99" in msg
+
+
+def test_task_count_larger_than_pool_held_out():
+    n = len(set(DEMO["pool"]) - set(DEMO["targets"]))  # what held_out leaves to pre-finetune on
+    msg = config_error(config(protocol="held_out", task_counts=[0, n + 1]))
+    assert "task_counts[1]" in msg and str(n + 1) in msg
+    Experiment.from_config(config(protocol="held_out", task_counts=[0, n]), REPO)
+
+
+def test_task_count_smaller_than_targets():
+    assert len(DEMO["targets"]) >= 2
+    msg = config_error(config(protocol="targets_in_pool", task_counts=[0, 1, 6]))
+    assert "task_counts[1]" in msg
+
+
+def test_target_not_in_registry():
+    msg = config_error(config(targets=[DEMO["targets"][0], "rte"]))
+    assert "targets[1]" in msg and "rte" in msg
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_bad_finetune_seeds(value):
+    msg = config_error(config(finetune_seeds=value))
+    assert "finetune_seeds" in msg
+
+
+def test_finetune_seeds_wrong_type():
+    assert "finetune_seeds" in config_error(config(finetune_seeds="two"))
+
+
+def test_bad_protocol():
+    msg = config_error(config(protocol="leave_one_out"))
+    assert "protocol" in msg and "leave_one_out" in msg
+
+
+def test_runtime_without_unit():
+    cfg = config()
+    cfg["resources"]["prefinetune"]["runtime"] = "10"
+    msg = config_error(cfg)
+    assert "resources.prefinetune.runtime" in msg
+
+
+def test_runtime_as_number():
+    cfg = config()
+    cfg["resources"]["finetune"]["runtime"] = 10
+    assert "resources.finetune.runtime" in config_error(cfg)
+
+
+def test_unknown_top_level_key():
+    cfg = config(learning_rate=0.1)
+    msg = config_error(cfg)
+    assert "learning_rate" in msg
+
+
+def test_unknown_key_in_training_section():
+    cfg = config()
+    cfg["prefinetune"]["learnig_rate"] = 0.1
+    msg = config_error(cfg)
+    assert "prefinetune" in msg and "learnig_rate" in msg
+
+
+def test_missing_required_field():
+    cfg = config()
+    del cfg["finetune"]["lr"]
+    msg = config_error(cfg)
+    assert "finetune" in msg and "lr" in msg
+
+
+def test_bad_ablation_value():
+    cfg = config()
+    cfg["ablations"] = {**cfg.get("ablations", {}), "mixed_up": {"batches": "mixed"}}
+    msg = config_error(cfg)
+    assert "ablations.mixed_up.batches" in msg
+
+
+def test_model_needs_exactly_one_source():
+    cfg = config()
+    cfg["model"] = {"name": "m", "hub": "roberta-base", "path": "/models/roberta"}
+    assert "model" in config_error(cfg)
+
+
+# -- settings ------------------------------------------------------------------------------------------------
+def test_prefinetune_settings_of_an_ablation_override_only_its_keys():
+    cfg = config()
+    cfg["prefinetune"].pop("dropout", None)
+    cfg["ablations"] = {"no_loss_scaling": {"loss_scaling": False}, "homogeneous_batches": {"batches": "homogeneous"},
+                        "two": {"lr": 1e-5, "max_steps": 7}}
+    exp = Experiment.from_config(cfg, REPO)
+    main = exp.prefinetune_settings(MAIN)
+    assert main["lr"] == DEMO["prefinetune"]["lr"]
+    assert main["max_steps"] == DEMO["prefinetune"]["max_steps"]
+    assert main["max_length"] == DEMO["max_length"]
+    assert main["loss_scaling"] is True
+    assert main["dropout"] == DEFAULT_TRAIN["dropout"]  # a default not given in the config
+    for name, overrides in cfg["ablations"].items():
+        ablation = exp.prefinetune_settings(name)
+        assert set(ablation) == set(main)
+        for key, value in ablation.items():
+            assert value == (overrides[key] if key in overrides else main[key]), key
+        assert any(ablation[k] != main[k] for k in overrides)
+    assert exp.prefinetune_settings("no_loss_scaling")["loss_scaling"] is False
+    assert exp.prefinetune_settings("homogeneous_batches")["batches"] == "homogeneous"
+    assert exp.prefinetune_settings("two")["lr"] == 1e-5 and exp.prefinetune_settings("two")["max_steps"] == 7
+    # querying an ablation leaves the main settings and DEFAULT_TRAIN untouched
+    assert exp.prefinetune_settings(MAIN) == main
+    assert DEFAULT_TRAIN["loss_scaling"] is True and DEFAULT_TRAIN["batches"] == "heterogeneous"
+
+
+def test_unknown_variant():
+    exp = Experiment.from_config(DEMO, REPO)
+    with pytest.raises(ConfigError, match="no_such"):
+        exp.prefinetune_settings("no_such")
+
+
+def test_finetune_settings():
+    exp = Experiment.from_config(DEMO, REPO)
+    s = exp.finetune_settings()
+    assert s["epochs"] == DEMO["finetune"]["epochs"]
+    assert s["lr"] == DEMO["finetune"]["lr"]
+    assert s["max_length"] == DEMO["max_length"]
+    assert s["eval_batch_size"] == DEFAULT_TRAIN["eval_batch_size"]
+
+
+# -- the registry --------------------------------------------------------------------------------------------
+GOOD_ENTRY = {
+    "source": {"generator": {"seed": 1, "train": 10, "validation": 5}},
+    "type": "classification",
+    "text": ["sentence"],
+    "label": "label",
+    "num_labels": 2,
+    "metric": "accuracy",
+}
+
+
+def write_registry(tmp_path, **entries):
+    path = tmp_path / "tasks.yaml"
+    path.write_text(yaml.safe_dump(entries))
+    return path
+
+
+def registry_error(path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_registry(path)
+    message = str(info.value)
+    assert "\n" not in message, f"message is not one line: {message!r}"
+    assert str(path) in message
+    return message
+
+
+def test_good_registry(tmp_path):
+    reg = dict(GOOD_ENTRY, type="regression", num_labels=1, metric="pearson")
+    path = write_registry(tmp_path, cls=GOOD_ENTRY, reg=reg,
+                          pair=dict(GOOD_ENTRY, text=["a", "b"], splits={"validation": "test"}))
+    tasks = load_registry(path)
+    assert set(tasks) == {"cls", "reg", "pair"}
+    assert tasks["pair"].text == ("a", "b")
+    assert tasks["pair"].splits == {"train": "train", "validation": "test"}
+    assert tasks["reg"].loss_scale == 1.0
+
+
+def test_regression_with_several_labels(tmp_path):
+    bad = dict(GOOD_ENTRY, type="regression", num_labels=2, metric="pearson")
+    msg = registry_error(write_registry(tmp_path, sts=bad))
+    assert "sts.num_labels" in msg
+
+
+def test_classification_with_one_label(tmp_path):
+    msg = registry_error(write_registry(tmp_path, one=dict(GOOD_ENTRY, num_labels=1)))
+    assert "one.num_labels" in msg
+
+
+def test_metric_not_matching_type(tmp_path):
+    msg = registry_error(write_registry(tmp_path, cls=dict(GOOD_ENTRY, metric="pearson")))
+    assert "cls.metric" in msg and "pearson" in msg
+    reg = dict(GOOD_ENTRY, type="regression", num_labels=1, metric="accuracy")
+    msg = registry_error(write_registry(tmp_path, reg=reg))
+    assert "reg.metric" in msg
+
+
+def test_unknown_registry_field(tmp_path):
+    msg = registry_error(write_registry(tmp_path, cls=dict(GOOD_ENTRY, labels="label")))
+    assert "cls" in msg and "labels" in msg
+
+
+def test_unknown_metric_name(tmp_path):
+    msg = registry_error(write_registry(tmp_path, cls=dict(GOOD_ENTRY, metric="bleu")))
+    assert "cls.metric" in msg
+
+
+def test_bad_task_name(tmp_path):
+    msg = registry_error(write_registry(tmp_path, **{"Bad-Name": GOOD_ENTRY}))
+    assert "Bad-Name" in msg
+
+
+def test_registry_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_registry(tmp_path / "nope.yaml")
+
+
+def test_demo_registry_loads():
+    raw = yaml.safe_load((REPO / DEMO["registry"]).read_text())
+    tasks = load_registry(REPO / DEMO["registry"])
+    assert list(tasks) == list(raw)
+    for name, task in tasks.items():
+        assert task.text == tuple(raw[name]["text"])
+        assert task.num_labels == raw[name]["num_labels"]
+        assert (task.type == "regression") == (task.num_labels == 1)

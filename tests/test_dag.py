@@ -1,0 +1,99 @@
+"""The DAG through Snakemake's own dry run: job counts per rule, path targets, and config errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from prefinetune.config import Experiment
+from workflow_helpers import REPO, job_counts, load_config, make_workdir, snakemake
+
+
+def expected_counts(config: dict) -> dict[str, int]:
+    exp = Experiment.from_config(config, REPO)
+    trained = [k for k in exp.counts if k > 0]
+    runs = len(exp.targets) * len(exp.seeds)
+    counts = {
+        "download_dataset": len(exp.used_tasks),
+        "download_model": 1,
+        "tokenize": len(exp.used_tasks),
+        "subsets": len(exp.draws),
+        "prefinetune": len(trained) * len(exp.draws),
+        "finetune": len(trained) * len(exp.draws) * runs,
+        "aggregate": 1,
+        "plot": 1,
+        "all": 1,
+    }
+    if 0 in exp.counts:
+        counts["finetune_baseline"] = runs
+    return counts
+
+
+def test_cluster_config_dry_run_lists_expected_jobs(tmp_path):
+    config = load_config(REPO / "config.yaml")
+    result = snakemake(make_workdir(tmp_path, config), "-n")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout) == expected_counts(config)
+
+
+def test_demo_dry_run_lists_expected_jobs(tmp_path):
+    result = snakemake(make_workdir(tmp_path), "-n")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts == expected_counts(load_config())
+    # the embedded default's promised size: >= 5 task counts incl. 0, 2 draws, 2 targets, 2 seeds
+    assert counts["finetune_baseline"] == 4 and counts["prefinetune"] == 8 and counts["finetune"] == 32
+
+
+def test_single_metrics_file_is_a_valid_target(tmp_path):
+    result = snakemake(make_workdir(tmp_path), "-n", "results/finetune/k6/draw2/syn_target_pair/seed1/metrics.json")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    # only what that run needs: its pre-finetuned model (6 tasks) and the data of those 6 tasks
+    assert counts["prefinetune"] == 1 and counts["finetune"] == 1
+    assert counts["tokenize"] == 6
+    assert "finetune_baseline" not in counts and "aggregate" not in counts
+
+
+def test_ablation_curves_have_their_own_folders(tmp_path):
+    result = snakemake(make_workdir(tmp_path), "-n", "ablations")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    config = load_config()
+    n_ablations = len(config["ablations"])
+    assert counts["aggregate"] == n_ablations and counts["plot"] == n_ablations
+    assert counts["prefinetune"] == 8 * n_ablations
+    assert "results/ablations/no_loss_scaling/prefinetune/k24/draw2/model" in result.stdout
+    assert "results/ablations/homogeneous_batches/scaling_curve.pdf" in result.stdout
+    # the k = 0 baseline and the data are shared with the main curve, not duplicated per ablation
+    assert counts["finetune_baseline"] == 4 and counts["download_dataset"] == 26
+
+
+def _broken(change) -> dict:
+    config = copy.deepcopy(load_config())
+    change(config)
+    return config
+
+
+BAD_CONFIGS = {
+    "misspelled task": (lambda c: c["pool"].__setitem__(3, "syn_4"), "pool[3]", "syn_4"),
+    "count larger than pool": (lambda c: c["task_counts"].append(40), "task_counts[5]", "40"),
+    "target not in registry": (lambda c: c["targets"].__setitem__(1, "rte"), "targets[1]", "rte"),
+    "negative seed count": (lambda c: c.__setitem__("finetune_seeds", -1), "finetune_seeds", "-1"),
+    "runtime without unit": (lambda c: c["resources"]["prefinetune"].__setitem__("runtime", "10"),
+                             "resources.prefinetune.runtime", "10"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_stops_with_one_line_naming_the_field(tmp_path, case):
+    change, field, value = BAD_CONFIGS[case]
+    result = snakemake(make_workdir(tmp_path, _broken(change)), "-n")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Config error:")]
+    assert len(errors) == 1, result.stderr
+    assert field in errors[0] and value in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists()  # stopped before any job ran

@@ -1,0 +1,143 @@
+"""The embedded default, run for real through Snakemake on 2 cores, then probed for what a researcher relies on:
+the curve, the table and the report; nothing redone without cause; exactly the affected jobs redone with cause;
+ablations in their own folders; identical metrics when a job is rerun.
+
+The tests share one run (minutes) and are written to be read, and run, top to bottom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from workflow_helpers import REPO, job_counts, load_config, make_workdir, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = make_workdir(tmp_path_factory.mktemp("demo"))
+    # the README's demo command, pointed at a fresh working directory
+    result = snakemake(workdir, "--cores", "2", "--report-after-run", "--report", "results/report.html")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir
+
+
+def dry_run(workdir, *args):
+    result = snakemake(workdir, "-n", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def test_curve_table_and_report_are_written(demo):
+    config = load_config()
+    results = demo / "results"
+    assert (results / "scaling_curve.pdf").read_bytes().startswith(b"%PDF")
+    assert (results / "scaling_curve.png").read_bytes().startswith(b"\x89PNG")
+    report = (results / "report.html").read_text()
+    assert "scaling_curve.png" in report and "scaling.csv" in report
+
+    table = pd.read_csv(results / "scaling.csv")
+    assert list(table.columns) == ["variant", "k", "draw", "target", "seed", "metric", "value"]
+    n_runs = len(config["targets"]) * config["finetune_seeds"]
+    trained = [k for k in config["task_counts"] if k > 0]
+    assert len(table) == n_runs * (1 + len(trained) * config["draws"])
+    assert sorted(table.k.unique()) == sorted(config["task_counts"])
+    assert set(table.target) == set(config["targets"]) and set(table.metric) == {"accuracy"}
+    assert table.value.between(0, 1).all()
+    assert (table[table.k == 0].draw == 0).all()  # the baseline is computed once, shared by all draws
+
+
+def test_subsets_are_nested_and_recorded(demo):
+    config = load_config()
+    orders = [yaml.safe_load((demo / f"results/subsets/draw{d}.yaml").read_text())["order"] for d in (1, 2)]
+    assert orders[0] != orders[1]
+    for draw, order in enumerate(orders, start=1):
+        assert order[:2] == config["targets"]  # the paper's protocol: targets in every subset
+        previous: set[str] = set()
+        for k in sorted(k for k in config["task_counts"] if k > 0):
+            summary = json.loads((demo / f"results/prefinetune/k{k}/draw{draw}/model/prefinetune.json").read_text())
+            assert summary["tasks"] == order[:k]
+            assert previous <= set(summary["tasks"])
+            previous = set(summary["tasks"])
+
+
+def test_every_job_left_a_log_and_a_benchmark_and_no_temporaries(demo):
+    assert (demo / "logs/results/prefinetune/k24/draw1.log").stat().st_size > 0
+    jobs = sum(job_counts(dry_run(demo, "--forceall")).values())
+    assert len(list((demo / "benchmarks").rglob("*.tsv"))) == jobs - 1  # every job but `all` is benchmarked
+    assert not [p for p in demo.rglob("*.tmp")]  # atomic outputs: no half-written leftovers
+
+
+def test_heterogeneous_updates_mix_tasks(demo):
+    log = pd.read_csv(demo / "results/prefinetune/k24/draw1/train_log.tsv", sep="\t")
+    assert log.tasks_in_update.min() > 5
+    assert log.loss.iloc[-1] < log.loss.iloc[0]
+
+
+def test_nothing_to_do_after_a_full_run_even_when_code_changes(demo):
+    assert "Nothing to be done" in dry_run(demo)
+    for path in ("workflow_scripts/prefinetune.py", "workflow_scripts/plot.py", "src/prefinetune/plotting.py"):
+        (REPO / path).touch()
+    assert "Nothing to be done" in dry_run(demo)
+
+
+def _with_config(workdir, change):
+    config = load_config(workdir / "config.yaml")
+    change(config)
+    path = workdir / "changed.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_adding_a_task_count_schedules_only_the_new_jobs(demo):
+    changed = _with_config(demo, lambda c: c["task_counts"].append(4))
+    counts = job_counts(dry_run(demo, "--configfile", str(changed)))
+    assert counts == {"prefinetune": 2, "finetune": 8, "aggregate": 1, "plot": 1, "all": 1}
+
+
+def test_changing_a_hyperparameter_redoes_exactly_what_it_affects(demo):
+    changed = _with_config(demo, lambda c: c["prefinetune"].__setitem__("lr", 1.0e-4))
+    counts = job_counts(dry_run(demo, "--configfile", str(changed)))
+    assert counts == {"prefinetune": 8, "finetune": 32, "aggregate": 1, "plot": 1, "all": 1}
+
+    changed = _with_config(demo, lambda c: c["finetune"].__setitem__("epochs", 2))
+    counts = job_counts(dry_run(demo, "--configfile", str(changed)))
+    assert counts == {"finetune": 32, "finetune_baseline": 4, "aggregate": 1, "plot": 1, "all": 1}
+
+
+def test_ablations_reuse_data_and_train_their_own_models(demo):
+    counts = job_counts(dry_run(demo, "ablations"))
+    assert set(counts) == {"prefinetune", "finetune", "aggregate", "plot", "ablations"}
+
+    target = "results/ablations/homogeneous_batches/prefinetune/k6/draw1/train_log.tsv"
+    scaling_off = "results/ablations/no_loss_scaling/prefinetune/k2/draw1/model"
+    result = snakemake(demo, "--cores", "2", target, scaling_off)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = pd.read_csv(demo / target, sep="\t")
+    assert (log.tasks_in_update == 1).all()  # grad_accum 1: each update holds one task
+    summary = json.loads((demo / scaling_off / "prefinetune.json").read_text())
+    assert summary["settings"]["loss_scaling"] is False
+    main = json.loads((demo / "results/prefinetune/k2/draw1/model/prefinetune.json").read_text())
+    assert main["tasks"] == summary["tasks"] and main["settings"]["loss_scaling"] is True
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_rerunning_jobs_reproduces_weights_and_metrics(demo):
+    model = demo / "results/prefinetune/k6/draw1/model/model.safetensors"
+    metrics = demo / "results/finetune/k6/draw1/syn_target_pair/seed2/metrics.json"
+    before_model, before_metrics = _digest(model), json.loads(metrics.read_text())
+    result = snakemake(demo, "--cores", "2", "--forcerun", "prefinetune", "finetune", "--",
+                       str(metrics.relative_to(demo)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "prefinetune" in result.stdout + result.stderr
+    assert _digest(model) == before_model
+    assert json.loads(metrics.read_text()) == before_metrics

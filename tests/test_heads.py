@@ -1,0 +1,221 @@
+"""Per-dataset heads and Muppet's loss scaling on a tiny randomly initialised RoBERTa."""
+
+import json
+import math
+
+import pytest
+import torch
+from transformers import AutoModel, RobertaConfig, RobertaModel
+
+from prefinetune.heads import HEADS_INDEX, HEADS_WEIGHTS, MultiTaskModel, example_losses
+from prefinetune.tasks import Task
+
+
+def make_task(name, num_labels, type_="classification"):
+    return Task(name=name, type=type_, text=("sentence",), label="label", num_labels=num_labels,
+                metric="accuracy" if type_ == "classification" else "pearson", source={"generator": {}})
+
+
+BIN = make_task("bin", 2)
+TRI = make_task("tri", 3)
+FIVE = make_task("five", 5)
+REG = make_task("reg", 1, "regression")
+UNUSED = make_task("unused", 4)
+
+
+def tiny_encoder(seed=0):
+    torch.manual_seed(seed)
+    config = RobertaConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=40, pad_token_id=1, bos_token_id=0,
+                           eos_token_id=2, type_vocab_size=1, hidden_dropout_prob=0.0,
+                           attention_probs_dropout_prob=0.0)
+    return RobertaModel(config, add_pooling_layer=False)
+
+
+def mixed_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, 60, (9, 7), generator=g)
+    input_ids[:, 0] = 0
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[3, 5:] = 0
+    input_ids[3, 5:] = 1
+    segments = [("bin", 0, 3), ("tri", 3, 7), ("reg", 7, 9)]
+    labels = torch.tensor([0, 1, 1, 2, 0, 1, 2, 0.5, -1.25])
+    return input_ids, attention_mask, segments, labels
+
+
+# -- loss scale ----------------------------------------------------------------------------------------------
+def test_loss_scale():
+    assert BIN.loss_scale == pytest.approx(1 / math.log(2))
+    assert TRI.loss_scale == pytest.approx(1 / math.log(3))
+    assert FIVE.loss_scale == pytest.approx(1 / math.log(5))
+    assert REG.loss_scale == 1.0
+
+
+@pytest.mark.parametrize("task", [BIN, TRI, FIVE], ids=lambda t: t.name)
+def test_uniform_prediction_costs_one(task):
+    n = task.num_labels
+    logits = torch.zeros(n, n)  # one row per true class
+    labels = torch.arange(n)
+    scaled = example_losses(task, logits, labels, scale=True)
+    assert scaled.shape == (n,)
+    assert torch.allclose(scaled, torch.ones(n), atol=1e-6)
+    raw = example_losses(task, logits, labels, scale=False)
+    assert torch.allclose(raw, torch.full((n,), math.log(n)), atol=1e-6)
+
+
+def test_labels_as_float_are_accepted():
+    """The collator ships all labels as float32; classification must still use them as class indices."""
+    logits = torch.tensor([[0.0, 3.0, 0.0]])
+    loss = example_losses(TRI, logits, torch.tensor([1.0]), scale=False)
+    expected = -torch.log_softmax(logits, -1)[0, 1]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_regression_loss_is_unscaled_squared_error():
+    pred = torch.tensor([[0.5], [2.0]])
+    gold = torch.tensor([1.0, -1.0])
+    for scale in (True, False):
+        loss = example_losses(REG, pred, gold, scale=scale)
+        assert torch.allclose(loss, torch.tensor([0.25, 9.0]))
+
+
+# -- MultiTaskModel ------------------------------------------------------------------------------------------
+def test_heads_have_task_shapes():
+    model = MultiTaskModel(tiny_encoder(), [BIN, TRI, REG, UNUSED], dropout=0.0)
+    assert set(model.heads) == {"bin", "tri", "reg", "unused"}
+    assert model.heads["tri"].out_proj.out_features == 3
+    assert model.heads["reg"].out_proj.out_features == 1
+    assert model.heads["unused"].out_proj.out_features == 4
+
+
+def test_forward_on_mixed_batch_matches_hand_computation():
+    model = MultiTaskModel(tiny_encoder(), [BIN, TRI, REG, UNUSED], dropout=0.0).eval()
+    input_ids, attention_mask, segments, labels = mixed_batch()
+    loss, logits = model(input_ids, attention_mask, segments, labels)
+
+    assert set(logits) == {"bin", "tri", "reg"}
+    assert logits["bin"].shape == (3, 2)
+    assert logits["tri"].shape == (4, 3)
+    assert logits["reg"].shape == (2, 1)
+
+    with torch.no_grad():
+        cls = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+        per_example, per_example_raw = [], []
+        for name, start, end in segments:
+            head = model.heads[name]
+            out = head.out_proj(torch.tanh(head.dense(cls[start:end])))
+            assert torch.allclose(out, logits[name], atol=1e-5)
+            y = labels[start:end]
+            if name == "reg":
+                per_example += ((out.squeeze(-1) - y) ** 2).tolist()
+                per_example_raw += ((out.squeeze(-1) - y) ** 2).tolist()
+            else:
+                n = out.shape[-1]
+                nll = -torch.log_softmax(out, -1)[torch.arange(end - start), y.long()]
+                per_example += (nll / math.log(n)).tolist()
+                per_example_raw += nll.tolist()
+    assert len(per_example) == 9
+    assert loss.item() == pytest.approx(sum(per_example) / len(per_example), rel=1e-5)
+
+    # without scaling: the classification losses are not divided by log n
+    model.loss_scaling = False
+    unscaled, _ = model(input_ids, attention_mask, segments, labels)
+    assert unscaled.item() == pytest.approx(sum(per_example_raw) / 9, rel=1e-5)
+    assert unscaled.item() != pytest.approx(loss.item(), rel=1e-3)
+
+
+def test_forward_without_labels_has_no_loss():
+    model = MultiTaskModel(tiny_encoder(), [BIN, TRI, REG], dropout=0.0).eval()
+    input_ids, attention_mask, segments, _ = mixed_batch()
+    loss, logits = model(input_ids, attention_mask, segments)
+    assert loss is None
+    assert set(logits) == {"bin", "tri", "reg"}
+
+
+def test_gradients_reach_only_heads_in_batch_and_encoder():
+    model = MultiTaskModel(tiny_encoder(), [BIN, TRI, REG, UNUSED, FIVE], dropout=0.1).train()
+    input_ids, attention_mask, segments, labels = mixed_batch()
+    loss, _ = model(input_ids, attention_mask, segments, labels)
+    loss.backward()
+    for name in ("bin", "tri", "reg"):
+        for p in model.heads[name].parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0
+    for name in ("unused", "five"):
+        for p in model.heads[name].parameters():
+            assert p.grad is None
+    word_emb = model.encoder.embeddings.word_embeddings.weight
+    assert word_emb.grad is not None and word_emb.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.encoder.encoder.parameters())
+
+
+def test_save_and_load_heads_round_trip(tmp_path):
+    tasks = [BIN, TRI, REG]
+    a = MultiTaskModel(tiny_encoder(), tasks)
+    a.save_heads(tmp_path)
+    assert (tmp_path / HEADS_WEIGHTS).is_file()
+    index = json.loads((tmp_path / HEADS_INDEX).read_text())
+    assert index == {"bin": {"type": "classification", "num_labels": 2},
+                     "tri": {"type": "classification", "num_labels": 3},
+                     "reg": {"type": "regression", "num_labels": 1}}
+
+    encoder = tiny_encoder()
+    torch.manual_seed(123)
+    b = MultiTaskModel(encoder, tasks)
+    assert not torch.equal(a.heads["bin"].dense.weight, b.heads["bin"].dense.weight)
+    b.load_heads(tmp_path)
+    for (ka, va), (kb, vb) in zip(a.heads.state_dict().items(), b.heads.state_dict().items()):
+        assert ka == kb
+        assert torch.equal(va, vb)
+
+
+def test_load_selected_heads(tmp_path):
+    a = MultiTaskModel(tiny_encoder(), [BIN, TRI, REG])
+    a.save_heads(tmp_path)
+    encoder = tiny_encoder()
+    torch.manual_seed(7)
+    b = MultiTaskModel(encoder, [BIN, TRI])
+    assert not torch.equal(b.heads["bin"].out_proj.weight, a.heads["bin"].out_proj.weight)
+    before_tri = b.heads["tri"].out_proj.weight.clone()
+    b.load_heads(tmp_path, names=["bin"])
+    assert torch.equal(b.heads["bin"].out_proj.weight, a.heads["bin"].out_proj.weight)
+    assert torch.equal(b.heads["tri"].out_proj.weight, before_tri)
+
+
+def test_load_heads_rejects_unknown_heads(tmp_path):
+    a = MultiTaskModel(tiny_encoder(), [BIN, TRI, REG])
+    a.save_heads(tmp_path)
+    b = MultiTaskModel(tiny_encoder(), [BIN])
+    with pytest.raises(ValueError, match="tri"):
+        b.load_heads(tmp_path)
+
+
+def test_saved_encoder_loads_with_automodel(tmp_path):
+    from prefinetune.models import build_tiny_roberta
+    from prefinetune.synthetic import generate
+    from prefinetune.training import save_model
+
+    texts = list(generate({"seed": 1, "train": 300, "validation": 1}, "classification", 2)["train"]["sentence"])
+    tokenizer, encoder = build_tiny_roberta({"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                             "vocab_size": 300}, texts)
+    model = MultiTaskModel(encoder, [BIN, TRI, REG]).eval()
+    out = tmp_path / "model"
+    save_model(model, tokenizer, out, {"steps": 0})
+    assert (out / "model.safetensors").is_file()
+    assert (out / "config.json").is_file()
+    assert (out / HEADS_WEIGHTS).is_file()
+    assert (out / "prefinetune.json").is_file()
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "model"]  # no temporary left behind
+
+    loaded = AutoModel.from_pretrained(str(out)).eval()
+    assert type(loaded).__name__ == "RobertaModel"
+    enc = tokenizer(texts[:4], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        want = model.encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        got = loaded(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+    assert torch.equal(want, got)
+
+    again = MultiTaskModel(loaded, [BIN, TRI, REG])
+    again.load_heads(out)
+    for k, v in model.heads.state_dict().items():
+        assert torch.equal(v, again.heads.state_dict()[k])

@@ -1,0 +1,46 @@
+"""Running the real Snakemake CLI on this repository's workflow, from tests."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``snakemake -s <repo>/Snakefile --directory <workdir> ARGS``; never raises on failure."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run, as {rule: count} (without 'total')."""
+    match = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal\s+(\d+)", output, re.S)
+    if match is None:
+        return {}
+    counts = {}
+    for line in match.group(1).strip().splitlines():
+        rule, count = line.split()
+        counts[rule] = int(count)
+    return counts
+
+
+def make_workdir(tmp: Path, config: dict | None = None, source: Path = REPO / "demo" / "config.yaml") -> Path:
+    """A fresh working directory holding a config.yaml (the demo's unless ``config`` is given)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    if config is None:
+        shutil.copy(source, tmp / "config.yaml")
+    else:
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return tmp
+
+
+def load_config(path: Path = REPO / "demo" / "config.yaml") -> dict:
+    return yaml.safe_load(path.read_text())
