@@ -1,31 +1,5 @@
-# Fine-tune every target with several seeds: from the original model (k = 0, shared by all draws and
-# ablations) and from each pre-finetuned model.
-
-
-rule finetune_baseline:
-    input:
-        encoder=model_dir(),
-        data=target_tokenized,
-    output:
-        metrics="results/finetune/k0/{target}/seed{seed}/metrics.json",
-        log_tsv="results/finetune/k0/{target}/seed{seed}/train_log.tsv",
-    params:
-        target=target_entry,
-        settings=EXP.finetune_settings(),
-        meta=finetune_meta,
-    conda:
-        "../envs/prefinetune.yaml"
-    log:
-        "logs/results/finetune/k0/{target}/seed{seed}.log",
-    benchmark:
-        "benchmarks/results/finetune/k0/{target}/seed{seed}.tsv"
-    threads: RES["finetune"]["threads"]
-    resources:
-        runtime=RES["finetune"]["runtime"],
-        mem_mb=RES["finetune"]["mem_mb"],
-        gpu=RES["finetune"]["gpus"],
-    script:
-        "../workflow_scripts/finetune.py"
+# Fine-tune every target with several seeds: from each pre-finetuned model, and from the original model
+# (k = 0, the baseline: computed once, shared by all draws and ablations).
 
 
 rule finetune:
@@ -52,3 +26,13 @@ rule finetune:
         gpu=RES["finetune"]["gpus"],
     script:
         "../workflow_scripts/finetune.py"
+
+
+use rule finetune as finetune_baseline with:
+    output:
+        metrics="results/finetune/k0/{target}/seed{seed}/metrics.json",
+        log_tsv="results/finetune/k0/{target}/seed{seed}/train_log.tsv",
+    log:
+        "logs/results/finetune/k0/{target}/seed{seed}.log",
+    benchmark:
+        "benchmarks/results/finetune/k0/{target}/seed{seed}.tsv"
