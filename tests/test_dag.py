@@ -97,3 +97,17 @@ def test_bad_config_stops_with_one_line_naming_the_field(tmp_path, case):
     assert field in errors[0] and value in errors[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists()  # stopped before any job ran
+
+
+def test_slurm_profile_requests_a_gpu_per_training_job(tmp_path):
+    config = load_config(REPO / "config.yaml")
+    workdir = make_workdir(tmp_path, config)
+    result = snakemake(workdir, "--profile", "slurm", "-n", "--cores", "64", "results/scaling_curve.pdf")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    prefinetune = out[out.index("\nrule prefinetune:"):]
+    resources = prefinetune[prefinetune.index("resources:"):].splitlines()[0]
+    res = config["resources"]["prefinetune"]
+    assert f"gpu={res['gpus']}" in resources and f"cpus_per_task={res['threads']}" in resources
+    assert "runtime=1440" in resources and res["runtime"] == "24h"  # Snakemake turns "24h" into minutes
+    assert "slurm_partition=" in resources
