@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-import yaml
 
 from prefinetune.config import Experiment
 from workflow_helpers import REPO, job_counts, load_config, make_workdir, snakemake

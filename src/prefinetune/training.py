@@ -60,7 +60,7 @@ def collate(data: dict, batch: list[tuple[str, int]], pad_id: int, device: torch
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW without weight decay on biases and LayerNorm weights (the usual BERT/RoBERTa recipe)."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():  # 1-d tensors are the biases and LayerNorm weights
         (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr)
