@@ -103,7 +103,8 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
             bar.set_postfix(loss=f"{mean_loss:.4f}")
     with atomic_path(log_path) as tmp:
         tmp.write_text("\n".join(log_rows) + "\n")
-    return {"steps": steps, "final_loss": float(log_rows[-1].split("\t")[1]), "seconds": round(time.time() - start, 1)}
+    # the last step is always logged, so mean_loss is the final logged loss
+    return {"steps": steps, "final_loss": round(mean_loss, 6), "seconds": round(time.time() - start, 1)}
 
 
 @torch.no_grad()
