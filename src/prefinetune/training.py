@@ -89,7 +89,7 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
             batch = sampler.batch((step - 1) * accum + micro)
             tasks_seen.update(t for t, _ in batch)
             inputs = collate(data, batch, pad_id, device)
-            loss, _ = model(inputs["input_ids"], inputs["attention_mask"], inputs["segments"], inputs["labels"])
+            loss, _ = model(**inputs)
             (loss / accum).backward()
             running.append(loss.item())
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings["max_grad_norm"])
@@ -116,9 +116,9 @@ def predict(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int)
     for lo in range(0, len(ds), batch_size):
         batch = [(task.name, i) for i in range(lo, min(lo + batch_size, len(ds)))]
         inputs = collate({task.name: ds}, batch, pad_id, device)
-        _, logits = model(inputs["input_ids"], inputs["attention_mask"], inputs["segments"])
+        labels.append(inputs.pop("labels").cpu().numpy())
+        _, logits = model(**inputs)
         outputs.append(logits[task.name].float().cpu().numpy())
-        labels.append(inputs["labels"].cpu().numpy())
     return np.concatenate(outputs), np.concatenate(labels)
 
 
