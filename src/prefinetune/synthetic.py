@@ -5,8 +5,8 @@ A sentence's latent is the (length-normalised) sum of its words' vectors; a task
 its own random direction w and turns the projection into a label (binary, n-class, or the noisy projection
 itself for regression, a centred score). Sentence-pair tasks read both sentences together along w.
 
-Multiple choice: a context sentence and 2-5 short choice sentences; the answer is the choice whose
-projection on w is closest to the context's. Span extraction: a question sentence and a long passage; the
+Multiple choice: a context sentence and 2-5 short choice sentences; the answer is the choice scoring
+highest along w tilted (by half) towards the context's latent, so the context matters but w dominates. Span extraction: a question sentence and a long passage; the
 answer is the run of ``span_length`` consecutive passage words scoring highest along w tilted towards
 the question's latent, so the question matters and passages are long enough to need several windows.
 
@@ -95,8 +95,9 @@ def generate_choices(seed: int, split_index: int, size: int, choices: list[int])
     for row in range(size):
         n = int(rng.choice(choices))
         choice_ids = [rng.integers(0, VOCAB_SIZE, size=rng.integers(2, 6)).tolist() for _ in range(n)]
-        choice_z = np.stack([latents[c].sum(axis=0) / np.sqrt(len(c)) for c in choice_ids]) @ direction
-        label = int(np.argmin(np.abs(choice_z - z[row] @ direction)))
+        tilt = direction + 0.5 * z[row] / np.linalg.norm(z[row])
+        choice_z = np.stack([latents[c].sum(axis=0) / np.sqrt(len(c)) for c in choice_ids]) @ tilt
+        label = int(np.argmax(choice_z))
         if rng.random() < LABEL_NOISE:
             label = int(rng.integers(0, n))
         contexts.append(" ".join(words[i] for i in ids[row]))
