@@ -13,6 +13,7 @@ include: "rules/subsets.smk"
 include: "rules/prefinetune.smk"
 include: "rules/finetune.smk"
 include: "rules/aggregate.smk"
+include: "rules/sample_efficiency.smk"
 
 
 report: "report/workflow.rst"
@@ -28,3 +29,9 @@ rule all:
 rule ablations:
     input:
         ablation_outputs(),
+
+
+# The sample-efficiency study (config sample_efficiency): results/sample_efficiency/sample_efficiency.pdf
+rule sample_efficiency:
+    input:
+        efficiency_outputs(),

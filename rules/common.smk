@@ -15,6 +15,7 @@ except ConfigError as error:
 MODEL = EXP.config["model"]["name"]
 RES = EXP.config["resources"]
 ABLATION_ROOT = "results/ablations"
+EFFICIENCY = "results/sample_efficiency"
 
 
 wildcard_constraints:
@@ -24,6 +25,7 @@ wildcard_constraints:
     k=r"[1-9][0-9]*",
     draw=r"[1-9][0-9]*",
     seed=r"[1-9][0-9]*",
+    pct=r"[1-9][0-9]?|100",
 
 
 def variant_root(variant):
@@ -89,7 +91,7 @@ def finetune_encoder(wildcards):
     k = int(wildcards.get("k", 0))
     if k == 0:
         return model_dir()
-    return f"{wildcards.root}/prefinetune/k{k}/draw{wildcards.draw}/model"
+    return f"{wildcards.get('root', 'results')}/prefinetune/k{k}/draw{wildcards.draw}/model"
 
 
 def finetune_meta(wildcards):
@@ -109,6 +111,28 @@ def finetune_runs(root):
             runs += expand(f"{root}/finetune/k{k}/draw{{draw}}/{{target}}/seed{{seed}}/metrics.json",
                            draw=EXP.draws, target=EXP.targets, seed=EXP.seeds)
     return runs
+
+
+def train_percent(wildcards):
+    """Share of the target's training data: 100 except in the sample-efficiency runs."""
+    return int(wildcards.get("pct", 100))
+
+
+def efficiency_runs():
+    """Every metrics.json of the sample-efficiency study: each target, percent and seed, from every model of
+    the main curve (the original model included)."""
+    runs = []
+    for k in EXP.counts:
+        if k == 0:
+            pattern = f"{EFFICIENCY}/k0/{{target}}/pct{{pct}}/seed{{seed}}/metrics.json"
+        else:
+            pattern = f"{EFFICIENCY}/k{k}/draw{{draw}}/{{target}}/pct{{pct}}/seed{{seed}}/metrics.json"
+        runs += expand(pattern, draw=EXP.draws, target=EXP.efficiency_targets, pct=EXP.percents, seed=EXP.seeds)
+    return runs
+
+
+def efficiency_outputs():
+    return expand(f"{EFFICIENCY}/{{name}}", name=["sample_efficiency.csv", "sample_efficiency.pdf", "sample_efficiency.png"])
 
 
 def aggregate_runs(wildcards):

@@ -13,6 +13,8 @@ rule finetune:
         target=target_entry,
         settings=EXP.finetune_settings(),
         meta=finetune_meta,
+        percent=train_percent,
+        fraction_seed=EXP.fraction_seed,
     conda:
         "../envs/prefinetune.yaml"
     log:

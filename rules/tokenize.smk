@@ -10,6 +10,7 @@ rule tokenize:
     params:
         task=task_entry,
         max_length=EXP.config["max_length"],
+        doc_stride=EXP.config["doc_stride"],
     conda:
         "../envs/prefinetune.yaml"
     log:

@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from prefinetune.analysis import COLUMNS, collect, summarize, write_table
-from prefinetune.plotting import plot_scaling
+from prefinetune.analysis import COLUMNS, collect, efficiency_summary, summarize, write_table
+from prefinetune.plotting import plot_efficiency, plot_scaling
 
 
 def run(k, draw, target, seed, value, variant="main"):
@@ -39,7 +39,9 @@ def table(tmp_path):
 
 
 def test_collect_columns_order_and_variant(table):
-    assert list(table.columns) == COLUMNS == ["variant", "k", "draw", "target", "seed", "metric", "value"]
+    assert list(table.columns) == COLUMNS == ["variant", "k", "draw", "target", "family", "seed", "percent", "metric",
+                                              "value", "accuracy", "f1", "matthews", "pearson", "spearman",
+                                              "exact_match"]
     assert len(table) == len(RUNS)
     keys = list(table[["k", "draw", "target", "seed"]].itertuples(index=False, name=None))
     assert keys == sorted(keys)
@@ -84,3 +86,28 @@ def test_plot_scaling_writes_pdf_and_png(table, tmp_path):
     assert pdf.read_bytes().startswith(b"%PDF")
     assert png.read_bytes().startswith(b"\x89PNG")
     assert pdf.stat().st_size > 1000 and png.stat().st_size > 1000
+
+
+def test_collect_spreads_every_family_metric_into_its_own_column(tmp_path):
+    span = {**run(0, 0, "squad", 1, 0.5), "family": "span", "metric": "f1",
+            "metrics": {"exact_match": 0.4, "f1": 0.5}}
+    cls = {**run(0, 0, "rte", 1, 0.7), "family": "classification",
+           "metrics": {"accuracy": 0.7, "f1": 0.6, "matthews": 0.3}}
+    table = collect(write_runs(tmp_path, [span, cls]), variant="main").set_index("target")
+    assert table.loc["squad", "exact_match"] == 0.4 and table.loc["squad", "f1"] == 0.5
+    assert math.isnan(table.loc["squad", "accuracy"]) and math.isnan(table.loc["rte", "exact_match"])
+    assert table.loc["rte", "matthews"] == 0.3 and table.loc["rte", "family"] == "classification"
+    assert (table["percent"] == 100).all()  # runs on the whole training split
+
+
+def test_sample_efficiency_summary_and_figure(tmp_path):
+    records = [{**run(k, d, t, s, 0.5 + 0.1 * k + 0.001 * p + 0.01 * s), "percent": p}
+               for k, d in ((0, 0), (2, 1)) for t in ("a", "b") for p in (10, 50, 100) for s in (1, 2)]
+    table = collect(write_runs(tmp_path, records), variant="sample_efficiency")
+    stats = efficiency_summary(table).set_index(["target", "k", "percent"])
+    assert len(stats) == 2 * 2 * 3
+    assert stats.loc[("a", 2, 50), "mean"] == pytest.approx(0.5 + 0.2 + 0.05 + 0.015)  # mean of seeds 1, 2
+    assert stats.loc[("a", 2, 50), "n"] == 2
+    pdf, png = tmp_path / "se.pdf", tmp_path / "se.png"
+    plot_efficiency(table, pdf, png, title="test efficiency")
+    assert pdf.read_bytes().startswith(b"%PDF") and png.read_bytes().startswith(b"\x89PNG")

@@ -37,7 +37,7 @@ def test_demo_config_loads():
     assert exp.seeds == list(range(1, DEMO["finetune_seeds"] + 1))
     assert exp.variants == [MAIN, *DEMO.get("ablations", {})]
     assert exp.tasks == load_registry(REPO / DEMO["registry"])
-    assert set(exp.used_tasks) == set(DEMO["pool"]) | set(DEMO["targets"])
+    assert set(exp.used_tasks) == set(DEMO["pool"]) | set(DEMO["targets"]) | set(DEMO["sample_efficiency"]["targets"])
     order = exp.order(1)
     if DEMO["protocol"] == "targets_in_pool":
         assert order[: len(exp.targets)] == exp.targets
@@ -77,7 +77,7 @@ def test_misspelled_task_in_pool():
 
 
 def test_task_count_larger_than_pool():
-    msg = config_error(config(task_counts=[0, 2, 99]))
+    msg = config_error(config(task_counts=[0, 3, 99]))
     assert "task_counts[2]" in msg and "99" in msg
 
 
@@ -284,5 +284,5 @@ def test_demo_registry_loads():
     assert list(tasks) == list(raw)
     for name, task in tasks.items():
         assert task.text == tuple(raw[name]["text"])
-        assert task.num_labels == raw[name]["num_labels"]
+        assert task.num_labels == raw[name].get("num_labels", 0)  # span tasks have none
         assert (task.type == "regression") == (task.num_labels == 1)

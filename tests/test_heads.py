@@ -1,4 +1,5 @@
-"""Per-dataset heads and Muppet's loss scaling on a tiny randomly initialised RoBERTa."""
+"""Muppet's heads (one per classification dataset, one shared by all multiple-choice datasets, one shared by
+all span datasets) and its loss scaling, on a tiny randomly initialised RoBERTa."""
 
 import json
 import math
@@ -7,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModel, RobertaConfig, RobertaModel
 
-from prefinetune.heads import HEADS_INDEX, HEADS_WEIGHTS, MultiTaskModel, example_losses
+from prefinetune.heads import HEADS_INDEX, HEADS_WEIGHTS, MultiTaskModel, Segment, choice_scores, example_losses
 from prefinetune.tasks import Task
 
 
@@ -39,9 +40,13 @@ def mixed_batch(seed=0):
     attention_mask = torch.ones_like(input_ids)
     attention_mask[3, 5:] = 0
     input_ids[3, 5:] = 1
-    segments = [("bin", 0, 3), ("tri", 3, 7), ("reg", 7, 9)]
     labels = torch.tensor([0, 1, 1, 2, 0, 1, 2, 0.5, -1.25])
+    segments = [Segment("bin", 0, 3, labels[0:3]), Segment("tri", 3, 7, labels[3:7]), Segment("reg", 7, 9, labels[7:9])]
     return input_ids, attention_mask, segments, labels
+
+
+def unlabelled(segments):
+    return [Segment(s.task, s.start, s.end, None, s.choice_counts) for s in segments]
 
 
 # -- loss scale ----------------------------------------------------------------------------------------------
@@ -92,7 +97,7 @@ def test_heads_have_task_shapes():
 def test_forward_on_mixed_batch_matches_hand_computation():
     model = MultiTaskModel(tiny_encoder(), [BIN, TRI, REG, UNUSED], dropout=0.0).eval()
     input_ids, attention_mask, segments, labels = mixed_batch()
-    loss, logits = model(input_ids, attention_mask, segments, labels)
+    loss, logits = model(input_ids, attention_mask, segments)
 
     assert set(logits) == {"bin", "tri", "reg"}
     assert logits["bin"].shape == (3, 2)
@@ -102,7 +107,8 @@ def test_forward_on_mixed_batch_matches_hand_computation():
     with torch.no_grad():
         cls = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
         per_example, per_example_raw = [], []
-        for name, start, end in segments:
+        for seg in segments:
+            name, start, end = seg.task, seg.start, seg.end
             head = model.heads[name]
             out = head.out_proj(torch.tanh(head.dense(cls[start:end])))
             assert torch.allclose(out, logits[name], atol=1e-5)
@@ -120,7 +126,7 @@ def test_forward_on_mixed_batch_matches_hand_computation():
 
     # without scaling: the classification losses are not divided by log n
     model.loss_scaling = False
-    unscaled, _ = model(input_ids, attention_mask, segments, labels)
+    unscaled, _ = model(input_ids, attention_mask, segments)
     assert unscaled.item() == pytest.approx(sum(per_example_raw) / 9, rel=1e-5)
     assert unscaled.item() != pytest.approx(loss.item(), rel=1e-3)
 
@@ -128,7 +134,7 @@ def test_forward_on_mixed_batch_matches_hand_computation():
 def test_forward_without_labels_has_no_loss():
     model = MultiTaskModel(tiny_encoder(), [BIN, TRI, REG], dropout=0.0).eval()
     input_ids, attention_mask, segments, _ = mixed_batch()
-    loss, logits = model(input_ids, attention_mask, segments)
+    loss, logits = model(input_ids, attention_mask, unlabelled(segments))
     assert loss is None
     assert set(logits) == {"bin", "tri", "reg"}
 
@@ -136,7 +142,7 @@ def test_forward_without_labels_has_no_loss():
 def test_gradients_reach_only_heads_in_batch_and_encoder():
     model = MultiTaskModel(tiny_encoder(), [BIN, TRI, REG, UNUSED, FIVE], dropout=0.1).train()
     input_ids, attention_mask, segments, labels = mixed_batch()
-    loss, _ = model(input_ids, attention_mask, segments, labels)
+    loss, _ = model(input_ids, attention_mask, segments)
     loss.backward()
     for name in ("bin", "tri", "reg"):
         for p in model.heads[name].parameters():
@@ -155,9 +161,9 @@ def test_save_and_load_heads_round_trip(tmp_path):
     a.save_heads(tmp_path)
     assert (tmp_path / HEADS_WEIGHTS).is_file()
     index = json.loads((tmp_path / HEADS_INDEX).read_text())
-    assert index == {"bin": {"type": "classification", "num_labels": 2},
-                     "tri": {"type": "classification", "num_labels": 3},
-                     "reg": {"type": "regression", "num_labels": 1}}
+    assert index == {"bin": {"type": "classification", "num_labels": 2, "tasks": ["bin"]},
+                     "tri": {"type": "classification", "num_labels": 3, "tasks": ["tri"]},
+                     "reg": {"type": "regression", "num_labels": 1, "tasks": ["reg"]}}
 
     encoder = tiny_encoder()
     torch.manual_seed(123)
@@ -219,3 +225,107 @@ def test_saved_encoder_loads_with_automodel(tmp_path):
     again.load_heads(out)
     for k, v in model.heads.state_dict().items():
         assert torch.equal(v, again.heads.state_dict()[k])
+
+
+# -- shared heads: multiple choice and span extraction --------------------------------------------------------
+def mc_task(name, num_choices):
+    return Task(name=name, type="multiple_choice", text=("context",), label="label", num_labels=num_choices,
+                metric="accuracy", source={"generator": {}}, choices=("choices",))
+
+
+def span_task(name):
+    return Task(name=name, type="span", text=("question", "context"), label="answers", num_labels=0,
+                metric="f1", source={"generator": {}})
+
+
+MC2, MC5 = mc_task("mc2", 2), mc_task("mc5", 5)
+SQ, NQ = span_task("sq"), span_task("nq")
+
+
+def test_shared_heads_one_per_family():
+    model = MultiTaskModel(tiny_encoder(), [BIN, MC2, MC5, SQ, NQ])
+    assert set(model.heads) == {"bin", "multiple_choice", "span"}
+    assert model.heads["multiple_choice"].out_proj.out_features == 1  # a score per (context, choice) row
+    assert model.heads["span"].qa_outputs.out_features == 2  # start and end logit per token
+
+
+def test_choice_scores_pad_each_example_to_the_most_choices():
+    scores = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    out = choice_scores(scores, [2, 5])
+    assert out.shape == (2, 5)
+    assert out[0, :2].tolist() == [1.0, 2.0] and torch.isinf(out[0, 2:]).all()
+    assert out[1].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
+
+
+@pytest.mark.parametrize("counts", [[2, 2], [5, 3, 4], [2, 5]])
+def test_uniform_choice_scores_cost_one_per_example(counts):
+    """Each example is scaled by the log of its own number of choices (3 of ARC's 4-way rows, say)."""
+    scores = choice_scores(torch.zeros(sum(counts)), counts)
+    labels = torch.tensor([c - 1 for c in counts])
+    assert torch.allclose(example_losses(MC5, scores, labels, scale=True), torch.ones(len(counts)), atol=1e-6)
+    raw = example_losses(MC5, scores, labels, scale=False)
+    assert torch.allclose(raw, torch.tensor([math.log(c) for c in counts]), atol=1e-6)
+
+
+def test_uniform_span_logits_cost_one_per_window():
+    mask = torch.tensor([[1] * 7 + [0] * 3, [1] * 10])  # windows of 7 and 10 tokens, padded to 10
+    logits = torch.zeros(2, 10, 2)
+    labels = torch.tensor([[3, 4], [0, 0]])
+    assert torch.allclose(example_losses(SQ, logits, labels, True, mask), torch.ones(2), atol=1e-6)
+    raw = example_losses(SQ, logits, labels, False, mask)
+    assert torch.allclose(raw, torch.tensor([math.log(7), math.log(10)]), atol=1e-6)  # padding is no position
+
+
+def test_mixed_families_in_one_batch_match_hand_computation():
+    """Classification, two multiple-choice datasets with 2 and 3-5 choices, and span windows: one encoder pass."""
+    model = MultiTaskModel(tiny_encoder(), [BIN, MC2, MC5, SQ], dropout=0.0).eval()
+    g = torch.Generator().manual_seed(1)
+    rows = 2 + (2 + 2) + (5 + 3) + 2  # bin: 2 examples; mc2: 2 x 2 choices; mc5: 5 and 3 choices; sq: 2 windows
+    input_ids = torch.randint(5, 60, (rows, 9), generator=g)
+    input_ids[:, 0] = 0
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[-1, 6:] = 0
+    segments = [
+        Segment("bin", 0, 2, torch.tensor([1.0, 0.0])),
+        Segment("mc2", 2, 6, torch.tensor([1, 0]), [2, 2]),
+        Segment("mc5", 6, 14, torch.tensor([4, 2]), [5, 3]),
+        Segment("sq", 14, 16, torch.tensor([[2, 3], [0, 0]])),
+    ]
+    loss, outputs = model(input_ids, attention_mask, segments)
+    assert outputs["mc2"].shape == (2, 2) and outputs["mc5"].shape == (2, 5) and outputs["sq"].shape == (2, 9, 2)
+    assert torch.isinf(outputs["mc5"][1, 3:]).all()
+
+    with torch.no_grad():
+        hidden = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        head = model.heads["multiple_choice"]
+        score = head.out_proj(torch.tanh(head.dense(hidden[:, 0]))).squeeze(-1)
+        expected = []
+        bin_logits = model.heads["bin"].out_proj(torch.tanh(model.heads["bin"].dense(hidden[0:2, 0])))
+        expected += (-torch.log_softmax(bin_logits, -1)[[0, 1], [1, 0]] / math.log(2)).tolist()
+        for first, counts, labels in ((2, [2, 2], [1, 0]), (6, [5, 3], [4, 2])):
+            for count, label in zip(counts, labels):
+                nll = -torch.log_softmax(score[first:first + count], -1)[label]
+                expected.append((nll / math.log(count)).item())
+                first += count
+        span = model.heads["span"].qa_outputs(hidden[14:16])
+        for r, (s, e), n in ((0, (2, 3), 9), (1, (0, 0), 6)):
+            s_nll = -torch.log_softmax(span[r, :n, 0], -1)[s]
+            e_nll = -torch.log_softmax(span[r, :n, 1], -1)[e]
+            expected.append(((s_nll + e_nll) / 2 / math.log(n)).item())
+    assert len(expected) == 2 + 2 + 2 + 2  # the mean is over examples, not rows
+    assert loss.item() == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+
+    loss.backward()  # the shared heads learn from every dataset of their family
+    assert model.heads["multiple_choice"].out_proj.weight.grad.abs().sum() > 0
+    assert model.heads["span"].qa_outputs.weight.grad.abs().sum() > 0
+
+
+def test_shared_head_saved_once_with_its_tasks(tmp_path):
+    model = MultiTaskModel(tiny_encoder(), [BIN, MC2, MC5, SQ, NQ])
+    model.save_heads(tmp_path)
+    index = json.loads((tmp_path / HEADS_INDEX).read_text())
+    assert index["multiple_choice"] == {"type": "multiple_choice", "tasks": ["mc2", "mc5"]}
+    assert index["span"]["tasks"] == ["sq", "nq"]
+    target = MultiTaskModel(tiny_encoder(seed=3), [MC5])
+    target.load_heads(tmp_path, [MC5.head])
+    assert torch.equal(target.heads["multiple_choice"].dense.weight, model.heads["multiple_choice"].dense.weight)

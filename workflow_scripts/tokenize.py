@@ -4,4 +4,4 @@ from prefinetune.workflow import logging_to
 
 with logging_to(snakemake.log[0]):
     tokenize(snakemake.params.task, snakemake.input.data, snakemake.input.model, snakemake.output[0],
-             snakemake.params.max_length, num_proc=snakemake.threads)
+             snakemake.params.max_length, num_proc=snakemake.threads, doc_stride=snakemake.params.doc_stride)

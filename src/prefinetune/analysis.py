@@ -7,11 +7,15 @@ import os
 
 import pandas as pd
 
+from .evaluation import ALL_METRICS
 from .io import atomic_path
 
 # One row per fine-tuning run; k = 0 is the model without pre-finetuning (draw 0, shared by all draws).
-COLUMNS = ["variant", "k", "draw", "target", "seed", "metric", "value"]
-SORT_KEYS = ["k", "draw", "target", "seed"]
+# ``value`` is the target's primary metric (named in ``metric``); every metric of its family follows,
+# empty where the family has no such metric. ``percent`` is the share of training data (sample efficiency).
+REQUIRED = ["k", "draw", "target", "seed", "metric", "value"]
+COLUMNS = ["variant", "k", "draw", "target", "family", "seed", "percent", "metric", "value", *ALL_METRICS]
+SORT_KEYS = ["k", "draw", "target", "percent", "seed"]
 
 
 def collect(paths: list[str], variant: str) -> pd.DataFrame:
@@ -24,10 +28,11 @@ def collect(paths: list[str], variant: str) -> pd.DataFrame:
     for path in paths:
         with open(path) as f:
             record = json.load(f)
-        missing = [key for key in COLUMNS[1:] if key not in record]
+        missing = [key for key in REQUIRED if key not in record]
         if missing:
             raise ValueError(f"{path}: missing required key(s) {missing}")
-        rows.append({"variant": variant, **{key: record[key] for key in COLUMNS[1:]}})
+        rows.append({"variant": variant, "family": record.get("family", ""), "percent": record.get("percent", 100),
+                     **{key: record[key] for key in REQUIRED}, **record.get("metrics", {})})
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(SORT_KEYS, ignore_index=True)
 
@@ -52,6 +57,11 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     per_target = _describe(df.groupby(["target", "k"]))
     mean_rows = _describe(mean_over_targets(df).groupby("k")).assign(target="mean")
     return pd.concat([per_target, mean_rows[per_target.columns]], ignore_index=True)
+
+
+def efficiency_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (target, k, percent): mean, std, min, max and n of ``value`` over draws and seeds."""
+    return _describe(df.groupby(["target", "k", "percent"]))
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -29,6 +29,8 @@ class Experiment:
         validate_with_schema(config, "config.schema.yaml", source)
         config.setdefault("seed", 0)
         config.setdefault("ablations", {})
+        config.setdefault("doc_stride", 128)
+        config.setdefault("sample_efficiency", None)
         registry = Path(config["registry"])
         if not registry.is_absolute():
             registry = Path(repo) / registry
@@ -52,6 +54,11 @@ class Experiment:
                 self._fail(f"task_counts[{i}]", f"{k} is larger than the {available} tasks available to the {c['protocol']} protocol")
             if c["protocol"] == "targets_in_pool" and 0 < k < len(c["targets"]):
                 self._fail(f"task_counts[{i}]", f"{k} is smaller than the {len(c['targets'])} targets, which every subset contains under targets_in_pool")
+        if c["doc_stride"] >= c["max_length"]:
+            self._fail("doc_stride", f"{c['doc_stride']} must be smaller than max_length ({c['max_length']})")
+        for i, name in enumerate((c["sample_efficiency"] or {}).get("targets", [])):
+            if name not in self.tasks:
+                self._fail(f"sample_efficiency.targets[{i}]", f"unknown task '{name}' (not in the registry {c['registry']})")
 
     # -- queries used by the Snakefile ---------------------------------------------------------------------
     @property
@@ -71,13 +78,25 @@ class Experiment:
         return list(self.config["targets"])
 
     @property
+    def efficiency_targets(self) -> list[str]:
+        return list((self.config["sample_efficiency"] or {}).get("targets", []))
+
+    @property
+    def percents(self) -> list[int]:
+        return sorted((self.config["sample_efficiency"] or {}).get("percents", []))
+
+    @property
+    def fraction_seed(self) -> int:
+        return (self.config["sample_efficiency"] or {}).get("seed", 0)
+
+    @property
     def variants(self) -> list[str]:
         return [MAIN, *self.config["ablations"]]
 
     @property
     def used_tasks(self) -> list[str]:
         """Every task some job needs: the pool and the targets, in a stable order."""
-        return list(dict.fromkeys([*self.config["pool"], *self.config["targets"]]))
+        return list(dict.fromkeys([*self.config["pool"], *self.config["targets"], *self.efficiency_targets]))
 
     def order(self, draw: int) -> list[str]:
         c = self.config
@@ -118,4 +137,6 @@ DEFAULT_TRAIN = {
     "seed": 0,
     "log_every": 50,
     "eval_batch_size": 64,
+    "max_answer_tokens": 30,
+    "carry_heads": False,
 }

@@ -1,9 +1,16 @@
 """Getting datasets onto disk once, checking them, and tokenizing them once per tokenizer.
 
 ``download`` turns any registry source into an on-disk ``DatasetDict`` holding exactly the splits the
-experiment uses (renamed to ``train``/``validation``); ``tokenize`` stores ``input_ids`` and ``label``
-per split, truncated, unpadded (batches are padded dynamically). Both are memory-mapped Arrow on disk,
-shared by every subset and fine-tuning run.
+experiment uses (renamed to ``train``/``validation``), in one layout per task type:
+
+  classification, regression   the text column(s) and ``label`` as the registry names them
+  multiple_choice              ``context`` (str), ``choices`` (list of str), ``label`` (index of the answer)
+  span                         ``question``, ``context``, ``answers`` ({text: [...], answer_start: [...]})
+
+``tokenize`` stores ``input_ids`` per row, truncated, unpadded (batches are padded dynamically): one
+sequence for a sentence (pair), one per choice for multiple choice, and one row per passage window for
+span extraction (see :mod:`prefinetune.spans`). Both are memory-mapped Arrow on disk, shared by every
+subset and fine-tuning run.
 """
 
 from __future__ import annotations
@@ -38,12 +45,23 @@ def load_source(task: Task, repo: str | Path = "."):
             kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
             splits[split] = datasets.load_dataset(builder, data_files={split: str(path)}, split=split, **kwargs)
         return datasets.DatasetDict(splits)
-    return datasets.load_dataset(src["hub"], src.get("config"), revision=src.get("revision"))
+    raw = datasets.load_dataset(src["hub"], src.get("config"), revision=src.get("revision"))
+    for column, value in src.get("filter", {}).items():
+        for split, ds in raw.items():
+            if column not in ds.column_names:
+                raise ConfigError(f"task {task.name}: source.filter: split '{split}' has no column '{column}'")
+        raw = raw.filter(lambda rows: [v == value for v in rows[column]], batched=True, desc=f"filter {column}")
+    return raw
+
+
+def input_columns(task: Task) -> list[str]:
+    """The source columns an entry reads (the first part of a dotted ``choices`` path)."""
+    return list(dict.fromkeys([*task.text, *(c.split(".")[0] for c in task.choices), task.label]))
 
 
 def select_splits(raw, task: Task):
-    """Keep the experiment's two splits under their canonical names, after checking columns and labels."""
-    from datasets import DatasetDict
+    """The experiment's two splits under their canonical names, checked and in the task type's layout."""
+    from datasets import DatasetDict, Value
 
     out = {}
     for canonical in SPLITS:
@@ -51,12 +69,31 @@ def select_splits(raw, task: Task):
         if name not in raw:
             raise ConfigError(f"task {task.name}: split '{name}' not found (has {sorted(raw)})")
         ds = raw[name]
-        for column in (*task.text, task.label):
+        for column in input_columns(task):
             if column not in ds.column_names:
                 raise ConfigError(f"task {task.name}: split '{name}' has no column '{column}' (has {ds.column_names})")
-        check_labels(ds[task.label], task, name)
-        out[canonical] = ds.select_columns([*task.text, task.label])
+        ds = ds.select_columns(input_columns(task))
+        where = f"task {task.name}: split '{name}'"
+        if task.type == "multiple_choice":
+            ds = ds.map(lambda row: choice_row(row, task, where), remove_columns=ds.column_names, desc="choices")
+        elif task.type == "span":
+            ds = ds.map(lambda row: span_row(row, task, where), remove_columns=ds.column_names, desc="answers")
+        else:
+            if task.label_map is not None:
+                features = ds.features.copy()
+                features[task.label] = Value("int64")
+                ds = ds.map(lambda rows: {task.label: [map_label(y, task, where) for y in rows[task.label]]},
+                            batched=True, features=features, desc="labels")
+            check_labels(ds[task.label], task, name)
+        out[canonical] = ds
     return DatasetDict(out)
+
+
+def map_label(value, task: Task, where: str) -> int:
+    mapping = {str(k): v for k, v in task.label_map.items()}
+    if str(value) not in mapping:
+        raise ConfigError(f"{where}: label {value!r} is not in {task.name}.label_map {sorted(mapping)}")
+    return mapping[str(value)]
 
 
 def check_labels(labels, task: Task, split: str) -> None:
@@ -67,6 +104,40 @@ def check_labels(labels, task: Task, split: str) -> None:
         raise ConfigError(f"task {task.name}: split '{split}': label {bad[0]!r} out of range 0..{task.num_labels - 1}")
 
 
+def choice_row(row: dict, task: Task, where: str) -> dict:
+    """One multiple-choice row: the context (columns joined by a space), its choices and the answer's index."""
+    if len(task.choices) == 1:
+        column, *keys = task.choices[0].split(".")
+        choices = row[column]
+        for key in keys:
+            choices = choices[key]
+    else:
+        choices = [row[c] for c in task.choices]
+    label = row[task.label] if task.label_map is None else map_label(row[task.label], task, where)
+    if not 2 <= len(choices) <= task.num_labels:
+        raise ConfigError(f"{where}: a row has {len(choices)} choices; {task.name}.num_labels allows 2..{task.num_labels}")
+    if not isinstance(label, int) or not 0 <= label < len(choices):
+        raise ConfigError(f"{where}: label {label!r} out of range 0..{len(choices) - 1} (the row's choices)")
+    context = " ".join(str(row[c]) for c in task.text)
+    return {"context": context, "choices": [str(c) for c in choices], "label": label}
+
+
+def span_row(row: dict, task: Task, where: str) -> dict:
+    """One span row in SQuAD's layout; every answer must be the passage's text at its start offset."""
+    question, context = (row[c] for c in task.text)
+    answers = row[task.label]
+    if task.answer_format == "mrqa":  # detected_answers: {text, char_spans: [{start: [..], end: [..]}]}, inclusive ends
+        spans = [(s["start"][0], s["end"][0] + 1) for s in answers["char_spans"]]
+        answers = {"text": [context[a:b] for a, b in spans], "answer_start": [a for a, _ in spans]}
+    texts, starts = list(answers["text"]), list(answers["answer_start"])
+    if len(texts) != len(starts):
+        raise ConfigError(f"{where}: answers have {len(texts)} texts but {len(starts)} starts")
+    for text, start in zip(texts, starts):
+        if context[start:start + len(text)] != text:
+            raise ConfigError(f"{where}: answer {text!r} is not the passage's text at offset {start}")
+    return {"question": question, "context": context, "answers": {"text": texts, "answer_start": starts}}
+
+
 def download(task: Task, out_dir: str | Path, repo: str | Path = ".") -> None:
     data = select_splits(load_source(task, repo), task)
     with atomic_path(out_dir, is_dir=True) as tmp:
@@ -74,24 +145,35 @@ def download(task: Task, out_dir: str | Path, repo: str | Path = ".") -> None:
 
 
 def tokenize(task: Task, raw_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, max_length: int,
-             num_proc: int = 1) -> None:
-    """Tokenize both splits with the model's tokenizer; keeps ``input_ids`` and ``label`` only."""
-    from datasets import load_from_disk
+             num_proc: int = 1, doc_stride: int = 128) -> None:
+    """Tokenize both splits with the model's tokenizer (see the module docstring for what is kept)."""
+    from datasets import DatasetDict, load_from_disk
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     data = load_from_disk(str(raw_dir))
+    if task.type == "span":
+        from .spans import windows
 
-    def encode(batch):
-        texts = [batch[column] for column in task.text]
-        enc = tokenizer(*texts, truncation=True, max_length=max_length)
-        return {"input_ids": enc["input_ids"], "label": batch[task.label]}
+        encode = windows(tokenizer, max_length, doc_stride)
+    elif task.type == "multiple_choice":
+        def encode(batch):
+            ids = [tokenizer([c] * len(ch), ch, truncation=True, max_length=max_length)["input_ids"]
+                   for c, ch in zip(batch["context"], batch["choices"])]
+            return {"input_ids": ids, "label": batch["label"]}
+    else:
+        def encode(batch):
+            enc = tokenizer(*[batch[column] for column in task.text], truncation=True, max_length=max_length)
+            return {"input_ids": enc["input_ids"], "label": batch[task.label]}
 
-    columns = data["train"].column_names
-    data = data.map(encode, batched=True, remove_columns=[c for c in columns if c != "label"],
-                    num_proc=num_proc if num_proc > 1 else None, desc=f"tokenize {task.name}")
+    out = {}
+    for split, ds in data.items():
+        out[split] = ds.map(encode, batched=True, remove_columns=ds.column_names, with_indices=task.type == "span",
+                            num_proc=num_proc if num_proc > 1 else None, desc=f"tokenize {task.name} {split}")
+    if task.type == "span":  # evaluation maps predicted windows back to these passages and gold answers
+        out["validation_examples"] = data["validation"]
     with atomic_path(out_dir, is_dir=True) as tmp:
-        data.save_to_disk(str(tmp))
+        DatasetDict(out).save_to_disk(str(tmp))
 
 
 def load_tokenized(path: str | Path, split: str):
@@ -99,3 +181,16 @@ def load_tokenized(path: str | Path, split: str):
     from datasets import load_from_disk
 
     return load_from_disk(str(Path(path) / split))
+
+
+def fraction(ds, percent: int, seed: int):
+    """The first ``percent`` % of the examples in a seeded order: nested (10 % inside 20 % ...) and fixed
+    by ``seed``, whatever the fine-tuning seed. Span windows are kept or dropped with their example."""
+    import numpy as np
+
+    if percent == 100:
+        return ds
+    examples = ds["example"] if "example" in ds.column_names else list(range(len(ds)))
+    n = max(examples) + 1 if len(examples) else 0
+    keep = set(np.random.default_rng(seed).permutation(n)[: max(1, round(n * percent / 100))].tolist())
+    return ds.select([row for row, example in enumerate(examples) if example in keep])

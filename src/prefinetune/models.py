@@ -44,7 +44,8 @@ def build_tiny_roberta(spec: dict, texts):
     trainer = trainers.BpeTrainer(vocab_size=spec.get("vocab_size", 1000), min_frequency=2, show_progress=False,
                                   special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator(texts, trainer=trainer)
-    bpe.post_processor = processors.RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
+    bpe.post_processor = processors.RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")),
+                                                      trim_offsets=True, add_prefix_space=False)  # as roberta-base
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", sep_token="</s>",
                                         cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
                                         model_max_length=512)
@@ -61,12 +62,14 @@ def build_tiny_roberta(spec: dict, texts):
 
 def texts_of(dataset_dirs) -> list[str]:
     """All text of the training splits of saved datasets (what a built tokenizer is trained on)."""
-    from datasets import load_from_disk
+    from datasets import Value, load_from_disk
 
     texts = []
     for path in dataset_dirs:
         train = load_from_disk(str(path))["train"]
-        for column in train.column_names:
-            if train.features[column].dtype == "string":
+        for column, feature in train.features.items():
+            if isinstance(feature, Value) and feature.dtype == "string":
                 texts.extend(train[column])
+            elif column == "choices":  # multiple choice: a list of strings per row
+                texts.extend(choice for row in train[column] for choice in row)
     return texts

@@ -1,4 +1,5 @@
-"""The task-scaling figure: target performance against the number of pre-finetuning tasks k."""
+"""The figures: target performance against the number of pre-finetuning tasks k (the scaling curve), and
+against the share of training data per k (sample efficiency)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .analysis import mean_over_targets, summarize  # noqa: E402
+from .analysis import efficiency_summary, mean_over_targets, summarize  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
 MEAN_PANEL = "mean over targets"
@@ -37,6 +38,25 @@ def _panel(ax, runs: pd.DataFrame, stats: pd.DataFrame, title: str, ylabel: str)
     ax.grid(alpha=0.3)
 
 
+def _grid(n_panels: int, legend_height: float = 0.5):
+    ncols = min(n_panels, 3)
+    nrows = math.ceil(n_panels / ncols)
+    height = 3.4 * nrows + legend_height
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, height), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes, legend_height / height
+
+
+def _save(fig, pdf_path, png_path) -> None:
+    with atomic_path(pdf_path) as tmp:
+        fig.savefig(tmp, format="pdf")
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=150)
+    plt.close(fig)
+
+
 def plot_scaling(df: pd.DataFrame, pdf_path: str | os.PathLike, png_path: str | os.PathLike, title: str) -> None:
     """Save the scaling curve of ``df`` (the table of ``analysis.collect``) as PDF and PNG, atomically.
 
@@ -48,25 +68,38 @@ def plot_scaling(df: pd.DataFrame, pdf_path: str | os.PathLike, png_path: str | 
     metrics = sorted(set(metric_of))
     mean_ylabel = f"mean {metrics[0]}" if len(metrics) == 1 else "mean of target metrics"
 
-    n_panels = len(targets) + 1
-    ncols = min(n_panels, 3)
-    nrows = math.ceil(n_panels / ncols)
-    legend_height = 0.5  # inches reserved below the panels for the shared legend
-    height = 3.4 * nrows + legend_height
     with plt.rc_context({"font.size": 10, "axes.titlesize": 11}):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, height), squeeze=False)
-        axes = axes.ravel()
+        fig, axes, legend = _grid(len(targets) + 1)
         for ax, target in zip(axes, targets):
             _panel(ax, df[df["target"] == target], stats[stats["target"] == target], target, metric_of[target])
         _panel(axes[len(targets)], mean_over_targets(df), stats[stats["target"] == "mean"], MEAN_PANEL, mean_ylabel)
-        for ax in axes[n_panels:]:
-            ax.set_visible(False)
-
         fig.suptitle(title, fontsize=13)
         fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=4, frameon=False)
-        fig.tight_layout(rect=(0, legend_height / height, 1, 1))
-        with atomic_path(pdf_path) as tmp:
-            fig.savefig(tmp, format="pdf")
-        with atomic_path(png_path) as tmp:
-            fig.savefig(tmp, format="png", dpi=150)
-    plt.close(fig)
+        fig.tight_layout(rect=(0, legend, 1, 1))
+        _save(fig, pdf_path, png_path)
+
+
+def plot_efficiency(df: pd.DataFrame, pdf_path: str | os.PathLike, png_path: str | os.PathLike, title: str) -> None:
+    """Sample efficiency: per target, its metric against the % of training data, one line per k (mean over
+    draws and seeds, ± std band)."""
+    stats = efficiency_summary(df)
+    metric_of = df.groupby("target")["metric"].first()
+    targets = sorted(metric_of.index)
+    counts = sorted(stats["k"].unique())
+    colors = plt.get_cmap("viridis")([i / max(len(counts) - 1, 1) for i in range(len(counts))])
+    with plt.rc_context({"font.size": 10, "axes.titlesize": 11}):
+        fig, axes, legend = _grid(len(targets))
+        for ax, target in zip(axes, targets):
+            for k, color in zip(counts, colors):
+                s = stats[(stats["target"] == target) & (stats["k"] == k)].sort_values("percent")
+                ax.plot(s["percent"], s["mean"], "-o", markersize=3, color=color, label=f"k={k}")
+                ax.fill_between(s["percent"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0),
+                                color=color, alpha=0.12)
+            ax.set_title(target)
+            ax.set_xlabel("% of the training data")
+            ax.set_ylabel(metric_of[target])
+            ax.grid(alpha=0.3)
+        fig.suptitle(title, fontsize=13)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=min(len(counts), 8), frameon=False)
+        fig.tight_layout(rect=(0, legend, 1, 1))
+        _save(fig, pdf_path, png_path)

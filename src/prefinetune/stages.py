@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
-from .data import load_tokenized
+from .data import fraction, load_tokenized
 from .evaluation import compute_metrics
-from .heads import MultiTaskModel
+from .heads import MultiTaskModel, saved_heads
+from .spans import best_answers
 from .io import write_json
 from .tasks import Task
 from .training import load_encoder, predict, save_model, seed_everything, train
@@ -29,21 +30,46 @@ def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, s
 
 
 def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, seed: int, metrics_json: str,
-             log_tsv: str, meta: dict) -> dict:
-    """Fine-tune ``encoder_dir`` on ``target`` with a fresh head; evaluate on validation; write metrics."""
+             log_tsv: str, meta: dict, percent: int = 100, fraction_seed: int = 0) -> dict:
+    """Fine-tune ``encoder_dir`` on ``target``; evaluate on validation; write metrics.
+
+    The head is new, or with ``settings["carry_heads"]`` the pre-finetuned one where the target was in
+    the pre-finetuning subset (its own head, or the shared multiple-choice / span head). ``percent`` < 100
+    trains on that share of the training examples, in the order fixed by ``fraction_seed`` (nested across
+    percents, see :func:`data.fraction`).
+    """
     settings = {**settings, "seed": seed}
     seed_everything(seed)
-    train_ds = load_tokenized(tokenized, "train")
+    train_ds = fraction(load_tokenized(tokenized, "train"), percent, fraction_seed)
     encoder = load_encoder(encoder_dir)
     pad_id = encoder.config.pad_token_id  # the data is tokenized already: no need to load the tokenizer
     if pad_id is None:
         raise ValueError(f"{encoder_dir}/config.json has no pad_token_id")
     model = MultiTaskModel(encoder, [target], settings["dropout"], settings["loss_scaling"])
+    carried = settings["carry_heads"] and target.name in saved_heads(encoder_dir).get(target.head, {}).get("tasks", [])
+    if carried:
+        model.load_heads(encoder_dir, [target.head])
     steps = math.ceil(settings["epochs"] * len(train_ds) / (settings["batch_size"] * settings["grad_accum"]))
     summary = train(model, {target.name: train_ds}, settings, steps, pad_id, log_tsv, desc=f"fine-tune {target.name}")
-    outputs, labels = predict(model, load_tokenized(tokenized, "validation"), target, pad_id, settings["eval_batch_size"])
-    metrics = compute_metrics(target.type, outputs, labels)
-    result = {**meta, "target": target.name, "seed": seed, "metric": target.metric, "value": metrics[target.metric],
-              "metrics": metrics, "train_examples": len(train_ds), "steps": summary["steps"]}
+    metrics = evaluate(model, target, tokenized, pad_id, settings)
+    result = {**meta, "target": target.name, "family": target.family, "seed": seed, "percent": percent,
+              "metric": target.metric, "value": metrics[target.metric], "metrics": metrics,
+              "head": "pre-finetuned" if carried else "new", "train_examples": len(train_ds),
+              "steps": summary["steps"]}
     write_json(metrics_json, result)
     return result
+
+
+def evaluate(model: MultiTaskModel, target: Task, tokenized: str, pad_id: int, settings: dict) -> dict:
+    """Every metric of the target's type on its validation split (span: on the original answers)."""
+    validation = load_tokenized(tokenized, "validation")
+    if target.type != "span":
+        outputs, labels = predict(model, validation, target, pad_id, settings["eval_batch_size"])
+        return compute_metrics(target.type, outputs, labels)
+    starts, ends = predict(model, validation, target, pad_id, settings["eval_batch_size"])
+    examples = load_tokenized(tokenized, "validation_examples")
+    golds = [a["text"] for a in examples["answers"]]
+    allow_null = any(not g for g in golds)  # a dataset with unanswerable questions (SQuAD v2 style)
+    predictions = best_answers(starts, ends, validation["offsets"], validation["example"], examples["context"],
+                               settings["max_answer_tokens"], allow_null)
+    return compute_metrics("span", predictions, golds)

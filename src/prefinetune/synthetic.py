@@ -5,6 +5,11 @@ A sentence's latent is the (length-normalised) sum of its words' vectors; a task
 its own random direction w and turns the projection into a label (binary, n-class, or the noisy projection
 itself for regression, a centred score). Sentence-pair tasks read both sentences together along w.
 
+Multiple choice: a context sentence and 2-5 short choice sentences; the answer is the choice whose
+projection on w is closest to the context's. Span extraction: a question sentence and a long passage; the
+answer is the run of ``span_length`` consecutive passage words scoring highest along w tilted towards
+the question's latent, so the question matters and passages are long enough to need several windows.
+
 Every task is solvable from the words alone, but a small target dataset cannot learn hundreds of word
 vectors by itself. An encoder pre-finetuned on many tasks (many directions) has learnt them, so transfer
 grows with the number of tasks: the structure the scaling study is about, made measurable in minutes.
@@ -50,8 +55,7 @@ def _sentences(rng: np.random.Generator, count: int) -> tuple[list[list[int]], n
 def generate_split(seed: int, split_index: int, size: int, *, pair: bool, task_type: str, num_labels: int) -> dict:
     """One split of one task as columns: ``sentence`` or ``sentence1``/``sentence2``, and ``label``."""
     words, _ = vocabulary()
-    direction = np.random.default_rng([WORLD_SEED, seed]).standard_normal(LATENT_DIM)
-    direction /= np.linalg.norm(direction)
+    direction = _direction(seed)
     rng = np.random.default_rng([WORLD_SEED, seed, split_index])
 
     ids_a, z_a = _sentences(rng, size)
@@ -76,13 +80,63 @@ def generate_split(seed: int, split_index: int, size: int, *, pair: bool, task_t
     return columns
 
 
+def _direction(seed: int) -> np.ndarray:
+    direction = np.random.default_rng([WORLD_SEED, seed]).standard_normal(LATENT_DIM)
+    return direction / np.linalg.norm(direction)
+
+
+def generate_choices(seed: int, split_index: int, size: int, choices: list[int]) -> dict:
+    """Multiple choice: ``context``, ``choices`` (a list of 2..5 sentences) and ``label`` (the answer's index)."""
+    words, latents = vocabulary()
+    direction = _direction(seed)
+    rng = np.random.default_rng([WORLD_SEED, seed, split_index])
+    ids, z = _sentences(rng, size)
+    contexts, options, labels = [], [], []
+    for row in range(size):
+        n = int(rng.choice(choices))
+        choice_ids = [rng.integers(0, VOCAB_SIZE, size=rng.integers(2, 6)).tolist() for _ in range(n)]
+        choice_z = np.stack([latents[c].sum(axis=0) / np.sqrt(len(c)) for c in choice_ids]) @ direction
+        label = int(np.argmin(np.abs(choice_z - z[row] @ direction)))
+        if rng.random() < LABEL_NOISE:
+            label = int(rng.integers(0, n))
+        contexts.append(" ".join(words[i] for i in ids[row]))
+        options.append([" ".join(words[i] for i in c) for c in choice_ids])
+        labels.append(label)
+    return {"context": contexts, "choices": options, "label": labels}
+
+
+def generate_spans(seed: int, split_index: int, size: int, span_length: int, passage_words: list[int]) -> dict:
+    """Span extraction: ``question``, ``context`` (the passage) and SQuAD-style ``answers``."""
+    words, latents = vocabulary()
+    direction = _direction(seed)
+    rng = np.random.default_rng([WORLD_SEED, seed, split_index])
+    q_ids, q_z = _sentences(rng, size)
+    questions, contexts, answers = [], [], []
+    for row in range(size):
+        tilt = direction + q_z[row] / np.linalg.norm(q_z[row])
+        passage = rng.integers(0, VOCAB_SIZE, size=rng.integers(passage_words[0], passage_words[1] + 1))
+        scores = np.convolve(latents[passage] @ tilt, np.ones(span_length), mode="valid")
+        first = int(np.argmax(scores))
+        text_words = [words[i] for i in passage]
+        start = len(" ".join(text_words[:first])) + (1 if first else 0)
+        questions.append(" ".join(words[i] for i in q_ids[row]))
+        contexts.append(" ".join(text_words))
+        answers.append({"text": [" ".join(text_words[first:first + span_length])], "answer_start": [start]})
+    return {"question": questions, "context": contexts, "answers": answers}
+
+
 def generate(spec: dict, task_type: str, num_labels: int):
     """A ``datasets.DatasetDict`` with ``train`` and ``validation`` splits for a registry ``generator`` entry."""
     from datasets import Dataset, DatasetDict
 
-    pair = bool(spec.get("pair", False))
-    return DatasetDict({
-        split: Dataset.from_dict(generate_split(spec["seed"], i, spec[split], pair=pair, task_type=task_type,
-                                                num_labels=num_labels))
-        for i, split in enumerate(("train", "validation"))
-    })
+    def split_columns(index: int, size: int) -> dict:
+        if task_type == "multiple_choice":
+            return generate_choices(spec["seed"], index, size, spec.get("choices", [num_labels]))
+        if task_type == "span":
+            return generate_spans(spec["seed"], index, size, spec.get("span_length", 2),
+                                  spec.get("passage_words", [30, 60]))
+        return generate_split(spec["seed"], index, size, pair=bool(spec.get("pair", False)), task_type=task_type,
+                              num_labels=num_labels)
+
+    return DatasetDict({split: Dataset.from_dict(split_columns(i, spec[split]))
+                        for i, split in enumerate(("train", "validation"))})

@@ -3,6 +3,11 @@
 An entry says where the data comes from (``source``), what kind of task it is, which columns hold the
 text and the label, how many labels there are, the metric reported for it and which splits to use.
 Adding a dataset to the experiment is adding one entry (see README, "Adding a dataset").
+
+Four task types in three families, as in Muppet (summarization comes with generation models):
+  classification, regression   sentence or sentence pair; a head of its own per dataset
+  multiple_choice              (context, choice) pairs, softmax over the choices; one head shared by all
+  span                         (question, passage) windows, start/end over tokens; one head shared by all
 """
 
 from __future__ import annotations
@@ -21,27 +26,52 @@ class ConfigError(ValueError):
     """A mistake in a user-edited file (config, registry, data). Its message is one line naming the field."""
 
 
+TYPES = ("classification", "regression", "multiple_choice", "span")
+FAMILY = {"classification": "classification", "regression": "classification",
+          "multiple_choice": "multiple_choice", "span": "span"}
+SHARED_HEADS = ("multiple_choice", "span")  # one head for every dataset of these types (Muppet)
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
-    type: str  # "classification" or "regression"
-    text: tuple[str, ...]  # one column (single sentence) or two (sentence pair)
-    label: str
-    num_labels: int  # 1 for regression
+    type: str  # one of TYPES
+    text: tuple[str, ...]  # sentence (pair); multiple_choice: the context column(s); span: (question, passage)
+    label: str  # label column; multiple_choice: the answer; span: the answers
+    num_labels: int  # classes; 1 for regression; multiple_choice: the most choices a row has; span: 0 (unused)
     metric: str
     source: dict = field(hash=False, compare=False)
     splits: dict = field(default_factory=lambda: {"train": "train", "validation": "validation"}, hash=False, compare=False)
     note: str = ""
+    choices: tuple[str, ...] = ()  # multiple_choice: one list column (dotted path allowed) or one column per choice
+    label_map: dict | None = field(default=None, hash=False, compare=False)  # raw label value -> index
+    answer_format: str = "squad"  # span: "squad" ({text, answer_start}) or "mrqa" (detected_answers)
+
+    @property
+    def family(self) -> str:
+        return FAMILY[self.type]
+
+    @property
+    def head(self) -> str:
+        """Name of the head this task trains: its own, or the one shared by its type."""
+        return self.type if self.type in SHARED_HEADS else self.name
 
     @property
     def loss_scale(self) -> float:
         """Muppet's per-example loss multiplier 1 / log(n): a uniform prediction then has loss 1 on every task.
 
-        Regression has no output space to normalise by and is left unscaled.
+        Regression has no output space to normalise by and is left unscaled. For multiple choice and span
+        extraction n varies per example (its number of choices, its window's number of tokens); the model
+        scales those per example with :func:`log_scale`, and this is the value for ``num_labels`` choices.
         """
-        if self.type == "regression":
+        if self.type in ("regression", "span"):
             return 1.0
-        return 1.0 / math.log(self.num_labels)
+        return log_scale(self.num_labels)
+
+
+def log_scale(n):
+    """1 / log(n) for a number (or a tensor) of possible outputs n >= 2."""
+    return 1.0 / (math.log(n) if isinstance(n, (int, float)) else n.log())
 
 
 def schema_error_message(error: jsonschema.ValidationError, where: str) -> str:
@@ -67,23 +97,52 @@ def load_registry(path: str | Path) -> dict[str, Task]:
     validate_with_schema(raw, "registry.schema.yaml", str(path))
     tasks = {}
     for name, entry in raw.items():
+        choices = entry.get("choices", ())
         task = Task(
             name=name,
             type=entry["type"],
             text=tuple(entry["text"]),
             label=entry["label"],
-            num_labels=entry["num_labels"],
+            num_labels=entry.get("num_labels", 0),
             metric=entry["metric"],
             source=entry["source"],
             splits={"train": "train", "validation": "validation", **entry.get("splits", {})},
             note=entry.get("note", ""),
+            choices=(choices,) if isinstance(choices, str) else tuple(choices),
+            label_map=entry.get("label_map"),
+            answer_format=entry.get("answer_format", "squad"),
         )
-        if (task.type == "regression") != (task.num_labels == 1):
-            raise ConfigError(f"{path}: {name}.num_labels: regression tasks have 1, classification tasks at least 2")
-        if task.metric not in _metrics_for(task.type):
-            raise ConfigError(f"{path}: {name}.metric: '{task.metric}' is not a {task.type} metric {_metrics_for(task.type)}")
+        _check_entry(task, f"{path}: {name}")
         tasks[name] = task
     return tasks
+
+
+def _check_entry(task: Task, where: str) -> None:
+    """What the schema cannot say: fields that belong to some task types only, and their counts."""
+    def fail(field, message):
+        raise ConfigError(f"{where}.{field}: {message}")
+
+    kind = task.type
+    if task.name in SHARED_HEADS:
+        raise ConfigError(f"{where}: the name '{task.name}' is reserved for the head shared by all {task.name} tasks")
+    if kind == "regression" and task.num_labels != 1:
+        fail("num_labels", "regression tasks have 1")
+    if kind in ("classification", "multiple_choice") and task.num_labels < 2:
+        fail("num_labels", f"{kind} tasks need at least 2 (classes or choices)")
+    if kind == "span" and task.num_labels:
+        fail("num_labels", "span tasks have none (the positions of the passage are the outputs)")
+    if (kind == "multiple_choice") != bool(task.choices):
+        fail("choices", "required for multiple_choice tasks and only for them")
+    if kind == "span" and len(task.text) != 2:
+        fail("text", "span tasks name two columns: [question, passage]")
+    if task.label_map is not None:
+        if kind not in ("classification", "multiple_choice"):
+            fail("label_map", f"only classification and multiple_choice labels can be mapped, not {kind}")
+        bad = sorted({str(v) for v in task.label_map.values() if not 0 <= v < task.num_labels})
+        if bad:
+            fail("label_map", f"values {bad} out of range 0..{task.num_labels - 1}")
+    if task.metric not in _metrics_for(kind):
+        fail("metric", f"'{task.metric}' is not a {kind} metric {_metrics_for(kind)}")
 
 
 def _metrics_for(task_type: str) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .heads import MultiTaskModel
+from .heads import MultiTaskModel, Segment
 from .io import atomic_path, write_json
 from .sampling import MultiTaskSampler
 from .tasks import Task
@@ -33,28 +33,33 @@ def load_encoder(model_dir: str | Path):
 
 
 def collate(data: dict, batch: list[tuple[str, int]], pad_id: int, device: torch.device):
-    """Rows of a (task, index) batch, grouped by task, padded to the longest row in the batch."""
-    rows, labels, segments = [], [], []
-    start = 0
+    """Rows of a (task, index) batch, grouped by task into :class:`Segment`s, padded to the longest row.
+
+    A multiple-choice example gives one row per choice; a span example is one passage window.
+    """
+    rows, segments = [], []
     for task in dict.fromkeys(t for t, _ in batch):
-        indices = [i for t, i in batch if t == task]
-        picked = data[task][indices]
-        rows.extend(picked["input_ids"])
-        labels.extend(picked["label"])
-        segments.append((task, start, start + len(indices)))
-        start += len(indices)
+        picked = data[task][[i for t, i in batch if t == task]]
+        start = len(rows)
+        if "start_positions" in picked:  # span windows
+            labels = torch.tensor([picked["start_positions"], picked["end_positions"]]).T
+            rows.extend(picked["input_ids"])
+            segments.append(Segment(task, start, len(rows), labels.to(device)))
+        elif picked["input_ids"] and isinstance(picked["input_ids"][0][0], list):  # multiple choice
+            counts = [len(choices) for choices in picked["input_ids"]]
+            rows.extend(r for choices in picked["input_ids"] for r in choices)
+            segments.append(Segment(task, start, len(rows), torch.tensor(picked["label"]).to(device), counts))
+        else:
+            rows.extend(picked["input_ids"])
+            labels = torch.tensor(picked["label"], dtype=torch.float32)
+            segments.append(Segment(task, start, len(rows), labels.to(device)))
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for j, r in enumerate(rows):
         input_ids[j, : len(r)] = torch.tensor(r)
         attention_mask[j, : len(r)] = 1
-    return {
-        "input_ids": input_ids.to(device),
-        "attention_mask": attention_mask.to(device),
-        "labels": torch.tensor(labels, dtype=torch.float32).to(device),
-        "segments": segments,
-    }
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device), "segments": segments}
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -108,17 +113,32 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
 
 
 @torch.no_grad()
-def predict(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (or regression outputs) and labels for a whole split."""
+def predict(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int):
+    """Model outputs and labels for a whole split, as numpy arrays.
+
+    classification / regression: (logits or values, labels); multiple choice: (choice scores, padded with
+    -inf to the most choices, answer indices); span: (per-window start and end logits, trimmed to the
+    window's tokens, as a pair of lists; None). Dropout is off.
+    """
     device = pick_device()
     model.to(device).eval()
     outputs, labels = [], []
     for lo in range(0, len(ds), batch_size):
-        batch = [(task.name, i) for i in range(lo, min(lo + batch_size, len(ds)))]
-        inputs = collate({task.name: ds}, batch, pad_id, device)
-        labels.append(inputs.pop("labels").cpu().numpy())
-        _, logits = model(**inputs)
-        outputs.append(logits[task.name].float().cpu().numpy())
+        inputs = collate({task.name: ds}, [(task.name, i) for i in range(lo, min(lo + batch_size, len(ds)))],
+                         pad_id, device)
+        _, out = model(**inputs)
+        out = out[task.name].float().cpu().numpy()
+        if task.type == "span":
+            lengths = inputs["attention_mask"].sum(-1).tolist()
+            outputs.extend((o[:n, 0], o[:n, 1]) for o, n in zip(out, lengths))
+        else:
+            outputs.append(out)
+            labels.append(inputs["segments"][0].labels.cpu().numpy())
+    if task.type == "span":
+        return [s for s, _ in outputs], [e for _, e in outputs]
+    if task.type == "multiple_choice":  # batches may differ in their most choices: pad to the widest
+        width = max(o.shape[1] for o in outputs)
+        outputs = [np.pad(o, ((0, 0), (0, width - o.shape[1])), constant_values=-np.inf) for o in outputs]
     return np.concatenate(outputs), np.concatenate(labels)
 
 
