@@ -101,15 +101,16 @@ def finetune_meta(wildcards):
             "tasks": EXP.subset(k, draw) if k else [], "model": MODEL}
 
 
-def finetune_runs(root):
+def finetune_runs(root, targets=None):
     """Every metrics.json behind one curve: the shared k = 0 baseline and this root's pre-finetuned models."""
+    targets = EXP.targets if targets is None else targets
     runs = []
     for k in EXP.counts:
         if k == 0:
-            runs += expand("results/finetune/k0/{target}/seed{seed}/metrics.json", target=EXP.targets, seed=EXP.seeds)
+            runs += expand("results/finetune/k0/{target}/seed{seed}/metrics.json", target=targets, seed=EXP.seeds)
         else:
             runs += expand(f"{root}/finetune/k{k}/draw{{draw}}/{{target}}/seed{{seed}}/metrics.json",
-                           draw=EXP.draws, target=EXP.targets, seed=EXP.seeds)
+                           draw=EXP.draws, target=targets, seed=EXP.seeds)
     return runs
 
 
@@ -120,14 +121,17 @@ def train_percent(wildcards):
 
 def efficiency_runs():
     """Every metrics.json of the sample-efficiency study: each target, percent and seed, from every model of
-    the main curve (the original model included)."""
+    the main curve (the original model included). 100 % of a target of the main curve is that curve's run."""
     runs = []
-    for k in EXP.counts:
-        if k == 0:
-            pattern = f"{EFFICIENCY}/k0/{{target}}/pct{{pct}}/seed{{seed}}/metrics.json"
-        else:
-            pattern = f"{EFFICIENCY}/k{k}/draw{{draw}}/{{target}}/pct{{pct}}/seed{{seed}}/metrics.json"
-        runs += expand(pattern, draw=EXP.draws, target=EXP.efficiency_targets, pct=EXP.percents, seed=EXP.seeds)
+    for target in EXP.efficiency_targets:
+        for pct in EXP.percents:
+            if pct == 100 and target in EXP.targets:  # the main curve's own runs: the whole training split
+                runs += finetune_runs("results", [target])
+                continue
+            if 0 in EXP.counts:
+                runs += expand(f"{EFFICIENCY}/k0/{target}/pct{pct}/seed{{seed}}/metrics.json", seed=EXP.seeds)
+            runs += expand(f"{EFFICIENCY}/k{{k}}/draw{{draw}}/{target}/pct{pct}/seed{{seed}}/metrics.json",
+                           k=[k for k in EXP.counts if k > 0], draw=EXP.draws, seed=EXP.seeds)
     return runs
 
 

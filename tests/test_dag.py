@@ -127,3 +127,19 @@ def test_slurm_profile_requests_a_gpu_per_training_job(tmp_path):
     assert f"gpu={res['gpus']}" in resources and f"cpus_per_task={res['threads']}" in resources
     assert "runtime=1440" in resources and res["runtime"] == "24h"  # Snakemake turns "24h" into minutes
     assert "slurm_partition=" in resources
+
+
+def test_cluster_sample_efficiency_reuses_the_main_runs_at_100_percent(tmp_path):
+    config = load_config(REPO / "config.yaml")
+    result = snakemake(make_workdir(tmp_path, config), "-n", "sample_efficiency")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    exp = Experiment.from_config(config, REPO)
+    models = len([k for k in exp.counts if k > 0]) * len(exp.draws)
+    below_100 = len([p for p in exp.percents if p < 100])
+    runs = len(exp.efficiency_targets) * len(exp.seeds)
+    assert set(exp.efficiency_targets) <= set(exp.targets)
+    assert counts["finetune_fraction"] == models * runs * below_100
+    assert counts["finetune_fraction_baseline"] == runs * below_100
+    assert counts["finetune"] == models * runs  # the 100 % point is the main curve's own fine-tuning run
+    assert "pct100" not in result.stdout

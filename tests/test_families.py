@@ -27,6 +27,10 @@ from test_data import registry, write_hub_folder
 
 MAX_LENGTH, STRIDE = 48, 12
 LETTERS = "ABCDE"
+SETTINGS = {"batch_size": 16, "seed": 0, "temperature": 1.0, "cap": None, "batches": "heterogeneous", "lr": 1e-3,
+            "weight_decay": 0.0, "warmup_ratio": 0.0, "grad_accum": 1, "max_grad_norm": 1.0, "log_every": 5,
+            "epochs": 1, "dropout": 0.0, "loss_scaling": False, "eval_batch_size": 16, "max_answer_tokens": 10,
+            "carry_heads": False}
 
 
 @pytest.fixture(autouse=True)
@@ -155,8 +159,7 @@ def test_three_families_train_together_in_heterogeneous_batches(prepared, tmp_pa
     model = MultiTaskModel(load_encoder(root / "model"), list(tasks.values()), dropout=0.0)
     assert set(model.heads) == {"multiple_choice", "span", "nli"}
     before = {k: v.clone() for k, v in model.heads.state_dict().items()}
-    settings = {"batch_size": 24, "seed": 0, "temperature": 1.0, "cap": None, "batches": "heterogeneous", "lr": 1e-3,
-                "weight_decay": 0.0, "warmup_ratio": 0.0, "grad_accum": 2, "max_grad_norm": 1.0, "log_every": 1}
+    settings = {**SETTINGS, "batch_size": 24, "grad_accum": 2, "log_every": 1}
     summary = train(model, data, settings, steps=6, pad_id=1, log_path=tmp_path / "log.tsv")
     log = pd.read_csv(tmp_path / "log.tsv", sep="\t")
     assert len(log) == 6 and np.isfinite(log["loss"]).all()
@@ -171,11 +174,7 @@ def test_three_families_train_together_in_heterogeneous_batches(prepared, tmp_pa
                                              ("nli", {"accuracy", "f1", "matthews"})])
 def test_finetune_scores_each_family(prepared, tmp_path, target, metrics):
     root, tasks, _ = prepared
-    settings = {"batch_size": 16, "seed": 0, "temperature": 1.0, "cap": None, "batches": "heterogeneous",
-                "lr": 1e-3, "weight_decay": 0.0, "warmup_ratio": 0.0, "grad_accum": 1, "max_grad_norm": 1.0,
-                "log_every": 5, "epochs": 1, "dropout": 0.0, "loss_scaling": False, "eval_batch_size": 16,
-                "max_answer_tokens": 10, "carry_heads": False}
-    result = finetune(tasks[target], str(root / "tok" / target), str(root / "model"), settings, 1,
+    result = finetune(tasks[target], str(root / "tok" / target), str(root / "model"), SETTINGS, 1,
                       str(tmp_path / "metrics.json"), str(tmp_path / "log.tsv"), {"k": 0, "draw": 0})
     assert set(result["metrics"]) == metrics
     assert result["value"] == result["metrics"][tasks[target].metric]
@@ -191,10 +190,7 @@ def test_carried_heads_start_from_the_prefinetuned_ones(prepared, tmp_path):
     from transformers import AutoTokenizer
 
     save_model(multi, AutoTokenizer.from_pretrained(str(root / "model")), tmp_path / "pft", {"steps": 0})
-    settings = {"batch_size": 16, "seed": 0, "temperature": 1.0, "cap": None, "batches": "heterogeneous",
-                "lr": 1e-3, "weight_decay": 0.0, "warmup_ratio": 0.0, "grad_accum": 1, "max_grad_norm": 1.0,
-                "log_every": 5, "epochs": 0.01, "dropout": 0.0, "loss_scaling": False, "eval_batch_size": 16,
-                "max_answer_tokens": 10, "carry_heads": True}
+    settings = {**SETTINGS, "epochs": 0.01, "carry_heads": True}
     runs = {}
     for name in ("piqa", "arc", "nli"):  # piqa shares the multiple-choice head but was not pre-finetuned
         runs[name] = finetune(tasks[name], str(root / "tok" / name), str(tmp_path / "pft"), settings, 1,

@@ -56,7 +56,7 @@ class Experiment:
                 self._fail(f"task_counts[{i}]", f"{k} is smaller than the {len(c['targets'])} targets, which every subset contains under targets_in_pool")
         if c["doc_stride"] >= c["max_length"]:
             self._fail("doc_stride", f"{c['doc_stride']} must be smaller than max_length ({c['max_length']})")
-        for i, name in enumerate((c["sample_efficiency"] or {}).get("targets", [])):
+        for i, name in enumerate(self.efficiency_targets):
             if name not in self.tasks:
                 self._fail(f"sample_efficiency.targets[{i}]", f"unknown task '{name}' (not in the registry {c['registry']})")
 
@@ -79,11 +79,13 @@ class Experiment:
 
     @property
     def efficiency_targets(self) -> list[str]:
-        return list((self.config["sample_efficiency"] or {}).get("targets", []))
+        """The sample-efficiency study's targets: its own list, else the experiment's targets; none without it."""
+        study = self.config["sample_efficiency"]
+        return [] if study is None else list(study.get("targets", self.targets))
 
     @property
     def percents(self) -> list[int]:
-        return sorted((self.config["sample_efficiency"] or {}).get("percents", []))
+        return sorted((self.config["sample_efficiency"] or {}).get("percents", DEFAULT_PERCENTS))
 
     @property
     def fraction_seed(self) -> int:
@@ -122,6 +124,8 @@ class Experiment:
         settings["max_length"] = self.config["max_length"]
         return settings
 
+
+DEFAULT_PERCENTS = list(range(10, 101, 10))  # sample efficiency: 10 %, 20 %, ..., 100 % of the training data
 
 # Defaults for every optional training field; config.yaml documents each of them.
 DEFAULT_TRAIN = {
