@@ -235,3 +235,23 @@ def test_misplaced_answer_is_reported(tmp_path):
     entry = {"source": {"hub": str(folder)}, **FIXTURES["squad"][1]}
     with pytest.raises(ConfigError, match="answer 'nowhere' is not the passage's text at offset 0"):
         download(registry(tmp_path, sq=entry)["sq"], tmp_path / "raw")
+
+
+def test_mrqa_spans_must_point_at_their_text(tmp_path):
+    frames = {"train": mrqa_like(1, 0, 10), "validation": mrqa_like(1, 1, 6)}
+    shifted = frames["train"].at[4, "detected_answers"]
+    span = shifted["char_spans"][0]
+    frames["train"].at[4, "detected_answers"] = {**shifted, "char_spans": [{"start": [span["start"][0] + 1],
+                                                                            "end": [span["end"][0] + 1]}]}
+    folder = write_hub_folder(tmp_path / "mrqa", frames)
+    entry = {"source": {"hub": str(folder)}, **FIXTURES["newsqa"][1]}
+    with pytest.raises(ConfigError, match="is not the passage's text at"):
+        download(registry(tmp_path, n=entry)["n"], tmp_path / "raw")
+
+
+def test_a_filter_that_keeps_nothing_is_an_error(tmp_path):
+    frames = {"train": mrqa_like(1, 0, 10), "validation": mrqa_like(1, 1, 6)}
+    folder = write_hub_folder(tmp_path / "mrqa", frames)
+    entry = {"source": {"hub": str(folder), "filter": {"subset": "NewsQa"}}, **FIXTURES["newsqa"][1]}
+    with pytest.raises(ConfigError, match="source.filter: no row of split.*subset == 'NewsQa'"):
+        download(registry(tmp_path, n=entry)["n"], tmp_path / "raw")

@@ -51,6 +51,9 @@ def load_source(task: Task, repo: str | Path = "."):
             if column not in ds.column_names:
                 raise ConfigError(f"task {task.name}: source.filter: split '{split}' has no column '{column}'")
         raw = raw.filter(lambda rows: [v == value for v in rows[column]], batched=True, desc=f"filter {column}")
+        empty = [split for split, ds in raw.items() if len(ds) == 0]
+        if empty:
+            raise ConfigError(f"task {task.name}: source.filter: no row of split(s) {empty} has {column} == {value!r}")
     return raw
 
 
@@ -128,6 +131,9 @@ def span_row(row: dict, task: Task, where: str) -> dict:
     answers = row[task.label]
     if task.answer_format == "mrqa":  # detected_answers: {text, char_spans: [{start: [..], end: [..]}]}, inclusive ends
         spans = [(s["start"][0], s["end"][0] + 1) for s in answers["char_spans"]]
+        for (a, b), text in zip(spans, answers["text"]):  # MRQA's text may differ in case from the passage's
+            if context[a:b].lower() != text.lower():
+                raise ConfigError(f"{where}: answer {text!r} is not the passage's text at {a}..{b - 1} ({context[a:b]!r})")
         answers = {"text": [context[a:b] for a, b in spans], "answer_start": [a for a, _ in spans]}
     texts, starts = list(answers["text"]), list(answers["answer_start"])
     if len(texts) != len(starts):
