@@ -118,4 +118,5 @@ DEFAULT_TRAIN = {
     "seed": 0,
     "log_every": 50,
     "eval_batch_size": 64,
+    "checkpoint_every": 1000,
 }
