@@ -149,7 +149,7 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
             if checkpoint_dir is not None and step < steps and (stop_votes or step % settings["checkpoint_every"] == 0):
                 save_checkpoint(step)
                 if stop_votes:
-                    print(f"stop signal ({stop.received or 'on another rank'}): saved a checkpoint after update "
+                    print(f"\nstop signal ({stop.received or 'on another rank'}): saved a checkpoint after update "
                           f"{step} of {steps} to {checkpoint_dir}; rerun to resume", file=sys.stderr)
                     raise SystemExit(checkpoint.EXIT_INTERRUPTED)
     if distributed.is_main():
