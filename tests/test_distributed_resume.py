@@ -7,6 +7,7 @@ Both run the job as the Snakemake rule does: ``python -m prefinetune.launch JOB.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -80,7 +81,7 @@ def start_one_process(run):
     """``python -m prefinetune.launch JOB.json``: one ordinary process, as the rule runs a one-GPU job."""
     log = open(run / "stderr.log", "a")
     return subprocess.Popen([sys.executable, "-m", "prefinetune.launch", str(run / "job.json")], stdout=log,
-                            stderr=log, env={**__import__("os").environ, **ENV})
+                            stderr=log, env={**os.environ, **ENV})
 
 
 def weights(run) -> dict[str, torch.Tensor]:
@@ -93,38 +94,60 @@ def log_columns(run, drop_seconds=True) -> list[list[str]]:
     return [r[:-1] for r in rows] if drop_seconds else rows
 
 
-def test_two_processes_give_the_weights_of_one(tmp_path, inputs, monkeypatch):
+def start_two_processes(run):
+    """``prefinetune.launch.run`` with 2 processes (torchrun, gloo) in its own process, as the rule calls it."""
+    log = open(run / "stderr.log", "a")
+    code = "import sys; from prefinetune import launch; sys.exit(launch.run(sys.argv[1], processes=2, threads=2))"
+    return subprocess.Popen([sys.executable, "-c", code, str(run / "job.json")], stdout=log, stderr=log,
+                            env={**os.environ, **ENV})
+
+
+def stop_after_first_checkpoint(proc, run, delay=0.0) -> int:
+    """Send SIGTERM once the first periodic checkpoint exists (plus ``delay``); returns the update it stopped after."""
+    state = run / "checkpoints" / checkpoint.STATE
+    while not state.exists():
+        assert proc.poll() is None, (run / "stderr.log").read_text()[-3000:]
+        time.sleep(0.02)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == checkpoint.EXIT_INTERRUPTED, (run / "stderr.log").read_text()[-3000:]
+    assert not (run / "model").exists() and not (run / "train_log.tsv").exists()
+    return torch.load(state, weights_only=False)["step"]
+
+
+def test_two_processes_give_the_weights_of_one_also_when_stopped_and_resumed(tmp_path, inputs):
     """Same global batch on 1 and on 2 gloo processes -> the same weights, up to float rounding.
 
-    Dropout is off (heads: settings; encoder: config.json), because each rank draws its own dropout masks,
-    so with dropout the two runs differ by design. batch_size 9 gives unequal shards (5 and 4 items), which
-    checks the loss weighting: a plain mean of the per-rank means would weight the 4 items more.
+    The 2-process run is also stopped by SIGTERM (sent to the launcher, which passes it on through torchrun)
+    and resumed. Dropout is off (heads: settings; encoder: config.json) because each rank draws its own
+    dropout masks, so with dropout the two runs differ by design. batch_size 9 gives unequal shards (5 and 4
+    items), which checks the loss weighting: a plain mean of the two ranks' means would weight the 4 more.
     """
-    for key, value in ENV.items():
-        monkeypatch.setenv(key, value)
     base = without_dropout(inputs[2], tmp_path / "base")
-    settings = {**DEFAULT_TRAIN, "max_steps": 6, "batch_size": 9, "grad_accum": 2, "lr": 1e-3, "warmup_ratio": 0.0,
-                "dropout": 0.0, "log_every": 1, "max_length": MAX_LENGTH}
+    settings = {**DEFAULT_TRAIN, "max_steps": 40, "batch_size": 9, "grad_accum": 2, "lr": 1e-3, "warmup_ratio": 0.0,
+                "dropout": 0.0, "log_every": 1, "checkpoint_every": 5, "max_length": MAX_LENGTH}
     one, two = write_job(tmp_path, "one", inputs, base, settings), write_job(tmp_path, "two", inputs, base, settings)
-
     assert start_one_process(one).wait(timeout=300) == 0, (one / "stderr.log").read_text()[-3000:]
-    with open(two / "stderr.log", "w") as log:
-        code = launch.run(two / "job.json", processes=2, threads=2, log=log)
-    assert code == 0, (two / "stderr.log").read_text()[-3000:]
+
+    stopped_at = stop_after_first_checkpoint(start_two_processes(two), two)
+    assert 5 <= stopped_at < 40
+    assert start_two_processes(two).wait(timeout=300) == 0, (two / "stderr.log").read_text()[-3000:]
+    assert f"after update {stopped_at} of 40" in (two / "stderr.log").read_text()
 
     summary_one = json.loads((one / "model" / "prefinetune.json").read_text())
     summary_two = json.loads((two / "model" / "prefinetune.json").read_text())
     assert (summary_one["processes"], summary_two["processes"]) == (1, 2)
+    assert summary_two["resumed_after"] == stopped_at
     initial = load_file(str(base / "model.safetensors"))
     w1, w2 = weights(one), weights(two)
     assert w1.keys() == w2.keys()
     moved = max((w1[k] - initial[k]).abs().max().item() for k in initial)
-    assert moved > 1e-3  # 6 updates at lr 1e-3 moved the weights far beyond the tolerance below
+    assert moved > 1e-2  # 40 updates at lr 1e-3 moved the weights far beyond the tolerance below
     for key in w1:
         torch.testing.assert_close(w2[key], w1[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")
     losses_one = [float(r[1]) for r in log_columns(one)[1:]]
     losses_two = [float(r[1]) for r in log_columns(two)[1:]]
-    assert losses_two == pytest.approx(losses_one, abs=2e-6)  # the logged loss is the global batch's mean
+    assert losses_two == pytest.approx(losses_one, abs=1e-5)  # the logged loss is the global batch's mean
     assert [r[3] for r in log_columns(one)] == [r[3] for r in log_columns(two)]  # tasks per update: the same batches
 
 
@@ -139,18 +162,9 @@ def test_stopped_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, in
     full, stopped = write_job(tmp_path, "full", inputs, base, settings), write_job(tmp_path, "stopped", inputs, base, settings)
     assert start_one_process(full).wait(timeout=300) == 0, (full / "stderr.log").read_text()[-3000:]
 
-    proc = start_one_process(stopped)
-    state = stopped / "checkpoints" / checkpoint.STATE
-    while not state.exists():
-        assert proc.poll() is None, (stopped / "stderr.log").read_text()[-3000:]
-        time.sleep(0.02)
     delay = random.uniform(0.0, 0.5)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == checkpoint.EXIT_INTERRUPTED, (stopped / "stderr.log").read_text()[-3000:]
-    assert not (stopped / "model").exists() and not (stopped / "train_log.tsv").exists()
-    stopped_at = torch.load(state, weights_only=False)["step"]
-    assert 7 <= stopped_at < settings["max_steps"], f"signal after {delay:.2f} s"
+    stopped_at = stop_after_first_checkpoint(start_one_process(stopped), stopped, delay)
+    assert 7 <= stopped_at < settings["max_steps"], f"signal {delay:.2f} s after the first checkpoint"
     assert f"saved a checkpoint after update {stopped_at} of 120" in (stopped / "stderr.log").read_text()
 
     assert start_one_process(stopped).wait(timeout=300) == 0, (stopped / "stderr.log").read_text()[-3000:]
@@ -169,7 +183,7 @@ def test_stopped_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, in
 def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     settings = {**DEFAULT_TRAIN, "lr": 1e-3}
     stamp = checkpoint.fingerprint(settings, 10, {"a": 5}, 1)
-    checkpoint.save(tmp_path, {"fingerprint": stamp, "step": 3})
+    checkpoint.save(tmp_path, stamp, [checkpoint.rng_state()], step=3)
     assert checkpoint.load(tmp_path, stamp)["step"] == 3
     assert checkpoint.load(tmp_path, checkpoint.fingerprint({**settings, "lr": 2e-3}, 10, {"a": 5}, 1)) is None
     assert checkpoint.load(tmp_path, checkpoint.fingerprint(settings, 10, {"a": 5}, 2)) is None  # other process count

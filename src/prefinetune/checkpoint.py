@@ -50,9 +50,18 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(directory: str | Path, payload: dict) -> None:
+def save(directory: str | Path, stamp: str, rngs: list[dict], **state) -> None:
+    """Write ``state`` atomically: plain values as they are, objects with ``state_dict()`` through it."""
+    payload = {name: value.state_dict() if hasattr(value, "state_dict") else value for name, value in state.items()}
     with atomic_path(Path(directory) / STATE) as tmp:
-        torch.save(payload, tmp)
+        torch.save({**payload, "fingerprint": stamp, "rng": rngs}, tmp)
+
+
+def restore(saved: dict, rank: int, **objects) -> None:
+    """Load the saved state into ``objects`` (model, optimizer, ...) and this rank's RNG states."""
+    for name, obj in objects.items():
+        obj.load_state_dict(saved[name])
+    set_rng_state(saved["rng"][rank])
 
 
 def load(directory: str | Path, expected_fingerprint: str) -> dict | None:

@@ -3,6 +3,8 @@
 Each optimizer update accumulates ``grad_accum`` micro-batches from :class:`MultiTaskSampler`; a
 micro-batch is padded to its longest row only (dynamic padding) and holds rows of several tasks unless
 the homogeneous ablation is on. AdamW, linear warm-up then linear decay, gradient clipping.
+Under torchrun each process trains on a shard of every micro-batch (``distributed.py``); pre-finetuning
+saves resumable checkpoints and stops cleanly on SIGTERM/SIGUSR1 (``checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -99,21 +101,16 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
         stamp = checkpoint.fingerprint(settings, steps, sampler.sizes, world)
         saved = checkpoint.load(checkpoint_dir, stamp)
         if saved is not None:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            sampler.load_state_dict(saved["sampler"])
-            checkpoint.set_rng_state(saved["rng"][rank])
+            checkpoint.restore(saved, rank, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
             done, elapsed, log_rows, running = saved["step"], saved["seconds"], saved["log_rows"], saved["running"]
-            print(f"resuming from {checkpoint_dir} after update {done} of {steps}", file=sys.stderr)
+            if distributed.is_main():
+                print(f"resuming from {checkpoint_dir} after update {done} of {steps}", file=sys.stderr)
 
     def save_checkpoint(step: int) -> None:
         rngs = distributed.gather(checkpoint.rng_state())  # every rank takes part, rank 0 writes
         if distributed.is_main():
-            checkpoint.save(checkpoint_dir, {
-                "fingerprint": stamp, "step": step, "seconds": time.time() - start, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "sampler": sampler.state_dict(), "log_rows": log_rows, "running": running, "rng": rngs})
+            checkpoint.save(checkpoint_dir, stamp, rngs, step=step, seconds=time.time() - start, log_rows=log_rows,
+                            running=running, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
 
     start = time.time() - elapsed
     bar = tqdm(range(done + 1, steps + 1), initial=done, total=steps, desc=desc, file=sys.stderr, mininterval=5,
@@ -149,8 +146,9 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
             if checkpoint_dir is not None and step < steps and (stop_votes or step % settings["checkpoint_every"] == 0):
                 save_checkpoint(step)
                 if stop_votes:
-                    print(f"\nstop signal ({stop.received or 'on another rank'}): saved a checkpoint after update "
-                          f"{step} of {steps} to {checkpoint_dir}; rerun to resume", file=sys.stderr)
+                    if distributed.is_main():
+                        print(f"\nstop signal ({stop.received or 'on another rank'}): saved a checkpoint after update "
+                              f"{step} of {steps} to {checkpoint_dir}; rerun to resume", file=sys.stderr)
                     raise SystemExit(checkpoint.EXIT_INTERRUPTED)
     if distributed.is_main():
         with atomic_path(log_path) as tmp:
