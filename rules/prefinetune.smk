@@ -1,4 +1,6 @@
 # One multi-task model per (task count k, draw), for the main method and for each ablation root.
+# With resources.prefinetune.gpus > 1 the job runs one process per GPU (torchrun). Checkpoints go to
+# checkpoints/..., outside the outputs (Snakemake deletes a failed job's outputs): a rerun resumes from them.
 
 
 rule prefinetune:
@@ -11,6 +13,7 @@ rule prefinetune:
         tasks=subset_tasks,
         settings=prefinetune_settings,
         model=MODEL,
+        checkpoints="checkpoints/{root}/prefinetune/k{k}/draw{draw}",
     conda:
         "../envs/prefinetune.yaml"
     log:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import random
+import signal
+import subprocess
+import time
 
 import pandas as pd
 import pytest
 import yaml
 
 from prefinetune.analysis import COLUMNS
-from workflow_helpers import REPO, job_counts, load_config, make_workdir, snakemake
+from workflow_helpers import REPO, SNAKEMAKE, job_counts, load_config, make_workdir, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -163,3 +168,32 @@ def test_sample_efficiency_on_nested_fractions_of_a_held_out_target(demo):
     runs = {p: json.loads((out / f"k0/syn_target_multi/pct{p}/seed1/metrics.json").read_text()) for p in (50, 100)}
     assert runs[50]["train_examples"] == 100 and runs[100]["train_examples"] == 200
     assert runs[50]["percent"] == 50 and runs[50]["steps"] < runs[100]["steps"]
+
+
+def test_a_job_stopped_by_sigterm_resumes_when_rerun(demo):
+    """SIGTERM to every process of a running pre-finetuning job (what Slurm does at a time limit or preemption);
+    the failed job leaves a checkpoint outside its outputs, and the rerun resumes to the very same weights."""
+    job = "results/prefinetune/k12/draw2"
+    model, log_tsv = demo / job / "model/model.safetensors", demo / job / "train_log.tsv"
+    before_model, before_log = _digest(model), [r.split("\t")[:-1] for r in log_tsv.read_text().splitlines()]
+    state = demo / "checkpoints" / job / "state.pt"
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(demo), "--cores", "1",
+           f"{job}/model", "--forcerun", "prefinetune"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    while not state.exists():  # the first periodic checkpoint (update 100 of 400)
+        assert proc.poll() is None, "the job ended before its first checkpoint"
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 2.0))
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    job_log = (demo / "logs" / f"{job}.log").read_text()
+    assert "stop signal (SIGTERM): saved a checkpoint" in job_log, job_log[-2000:]
+    assert state.exists() and not model.exists()  # Snakemake removed the failed job's outputs, not the checkpoint
+
+    result = snakemake(demo, "--cores", "1", f"{job}/model")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from checkpoints/" in (demo / "logs" / f"{job}.log").read_text()
+    assert _digest(model) == before_model
+    assert [r.split("\t")[:-1] for r in log_tsv.read_text().splitlines()] == before_log
+    assert not state.parent.exists()  # removed once the model was written

@@ -143,4 +143,5 @@ DEFAULT_TRAIN = {
     "eval_batch_size": 64,
     "max_answer_tokens": 30,
     "carry_heads": False,
+    "checkpoint_every": 1000,
 }

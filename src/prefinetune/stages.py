@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import math
 
+from . import checkpoint, distributed
 from .data import fraction, load_tokenized
 from .evaluation import compute_metrics
 from .heads import MultiTaskModel, saved_heads
-from .spans import best_answers
 from .io import write_json
+from .spans import best_answers
 from .tasks import Task
 from .training import load_encoder, predict, save_model, seed_everything, train
 
 
 def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, settings: dict, out_dir: str,
-                log_tsv: str) -> None:
-    """Multi-task training of ``base_model`` on ``tasks``; saves encoder, tokenizer and heads to ``out_dir``."""
+                log_tsv: str, checkpoint_dir: str | None = None) -> None:
+    """Multi-task training of ``base_model`` on ``tasks``; saves encoder, tokenizer and heads to ``out_dir``.
+
+    Run by one process, or by each of torchrun's processes (rank 0 writes). With ``checkpoint_dir`` the
+    training resumes from, and saves, checkpoints there; they are deleted once the model is written.
+    """
     from transformers import AutoTokenizer
 
     seed_everything(settings["seed"])
@@ -23,10 +28,13 @@ def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, s
     data = {t.name: load_tokenized(tokenized[t.name], "train") for t in tasks}
     model = MultiTaskModel(load_encoder(base_model), tasks, settings["dropout"], settings["loss_scaling"])
     summary = train(model, data, settings, settings["max_steps"], tokenizer.pad_token_id, log_tsv,
-                    desc=f"pre-finetune {len(tasks)} tasks")
+                    desc=f"pre-finetune {len(tasks)} tasks", checkpoint_dir=checkpoint_dir)
     summary.update(tasks=[t.name for t in tasks], settings=settings,
                    examples={name: len(ds) for name, ds in data.items()})
-    save_model(model, tokenizer, out_dir, summary)
+    if distributed.is_main():
+        save_model(model, tokenizer, out_dir, summary)
+        if checkpoint_dir is not None:
+            checkpoint.remove(checkpoint_dir)
 
 
 def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, seed: int, metrics_json: str,

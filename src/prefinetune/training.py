@@ -3,10 +3,13 @@
 Each optimizer update accumulates ``grad_accum`` micro-batches from :class:`MultiTaskSampler`; a
 micro-batch is padded to its longest row only (dynamic padding) and holds rows of several tasks unless
 the homogeneous ablation is on. AdamW, linear warm-up then linear decay, gradient clipping.
+Under torchrun each process trains on a shard of every micro-batch (``distributed.py``); pre-finetuning
+saves resumable checkpoints and stops cleanly on SIGTERM/SIGUSR1 (``checkpoint.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -16,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import checkpoint, distributed
 from .heads import MultiTaskModel, Segment
 from .io import atomic_path, write_json
 from .sampling import MultiTaskSampler
@@ -72,12 +76,23 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
 
 
 def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id: int, log_path: str | Path,
-          desc: str = "train") -> dict:
-    """Run ``steps`` optimizer updates; writes a TSV loss log atomically and returns a summary."""
+          desc: str = "train", checkpoint_dir: str | Path | None = None) -> dict:
+    """Run ``steps`` optimizer updates; writes a TSV loss log atomically and returns a summary.
+
+    Under torchrun, each process trains on its shard of every micro-batch and gradients are summed once per
+    update (see :mod:`prefinetune.distributed`); rank 0 alone writes. With ``checkpoint_dir``, the run resumes
+    from a checkpoint an earlier attempt left there, saves one every ``checkpoint_every`` updates, and on
+    SIGTERM or SIGUSR1 saves one at the end of the current update and exits with code 143.
+    """
     from transformers import get_linear_schedule_with_warmup
 
     device = pick_device()
+    rank, world = distributed.rank(), distributed.world_size()
+    if settings["batch_size"] < world:
+        raise ValueError(f"batch_size {settings['batch_size']} is smaller than the {world} processes sharing each batch")
     model.to(device).train()
+    distributed.broadcast_model(model)
+    distributed.seed_rank(settings["seed"])
     sampler = MultiTaskSampler(
         {t: len(ds) for t, ds in data.items()}, settings["batch_size"], settings["seed"],
         temperature=settings["temperature"], cap=settings["cap"], homogeneous=settings["batches"] == "homogeneous",
@@ -86,30 +101,66 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(settings["warmup_ratio"] * steps), steps)
     accum = settings["grad_accum"]
     log_rows = ["step\tloss\tlr\ttasks_in_update\tseconds"]
-    start, running = time.time(), []
-    bar = tqdm(range(1, steps + 1), desc=desc, file=sys.stderr, mininterval=5)
-    for step in bar:
-        tasks_seen: set[str] = set()
-        for micro in range(accum):
-            batch = sampler.batch((step - 1) * accum + micro)
-            tasks_seen.update(t for t, _ in batch)
-            inputs = collate(data, batch, pad_id, device)
-            loss, _ = model(**inputs)
-            (loss / accum).backward()
-            running.append(loss.item())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings["max_grad_norm"])
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % settings["log_every"] == 0 or step == steps:
-            mean_loss = float(np.mean(running))
-            running = []
-            log_rows.append(f"{step}\t{mean_loss:.6f}\t{scheduler.get_last_lr()[0]:.3e}\t{len(tasks_seen)}\t{time.time() - start:.1f}")
-            bar.set_postfix(loss=f"{mean_loss:.4f}")
-    with atomic_path(log_path) as tmp:
-        tmp.write_text("\n".join(log_rows) + "\n")
+    running, done, elapsed = [], 0, 0.0
+    if checkpoint_dir is not None:
+        stamp = checkpoint.fingerprint(settings, steps, sampler.sizes, world)
+        saved = checkpoint.load(checkpoint_dir, stamp)
+        if saved is not None:
+            checkpoint.restore(saved, rank, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
+            done, elapsed, log_rows, running = saved["step"], saved["seconds"], saved["log_rows"], saved["running"]
+            if distributed.is_main():
+                print(f"resuming from {checkpoint_dir} after update {done} of {steps}", file=sys.stderr)
+
+    def save_checkpoint(step: int) -> None:
+        rngs = distributed.gather(checkpoint.rng_state())  # every rank takes part, rank 0 writes
+        if distributed.is_main():
+            checkpoint.save(checkpoint_dir, stamp, rngs, step=step, seconds=time.time() - start, log_rows=log_rows,
+                            running=running, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
+
+    start = time.time() - elapsed
+    bar = tqdm(range(done + 1, steps + 1), initial=done, total=steps, desc=desc, file=sys.stderr, mininterval=5,
+               disable=rank > 0)
+    with checkpoint.StopSignals() if checkpoint_dir is not None else contextlib.nullcontext() as stop:
+        for step in bar:
+            tasks_seen: set[str] = set()
+            losses = []
+            for micro in range(accum):
+                batch = sampler.batch((step - 1) * accum + micro)
+                tasks_seen.update(t for t, _ in batch)
+                mine = distributed.shard(batch, rank, world)
+                inputs = collate(data, mine, pad_id, device)
+                loss, _ = model(**inputs)
+                # the loss is the mean over this shard's items; weighted by the shard's share of the batch, its
+                # sum over ranks is the mean over the whole micro-batch (weight 1 with one process)
+                weight = len(mine) / len(batch)
+                (loss * weight / accum).backward()
+                losses.append(loss.item() * weight)
+            distributed.sum_gradients(model.parameters())
+            stop_asked = float(stop is not None and stop.received is not None)
+            *losses, stop_votes = distributed.sum_values([*losses, stop_asked], device)
+            running.extend(losses)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings["max_grad_norm"])
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step % settings["log_every"] == 0 or step == steps:
+                mean_loss = float(np.mean(running))
+                running = []
+                log_rows.append(f"{step}\t{mean_loss:.6f}\t{scheduler.get_last_lr()[0]:.3e}\t{len(tasks_seen)}\t{time.time() - start:.1f}")
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+            if checkpoint_dir is not None and step < steps and (stop_votes or step % settings["checkpoint_every"] == 0):
+                save_checkpoint(step)
+                if stop_votes:
+                    if distributed.is_main():
+                        print(f"\nstop signal ({stop.received or 'on another rank'}): saved a checkpoint after update "
+                              f"{step} of {steps} to {checkpoint_dir}; rerun to resume", file=sys.stderr)
+                    raise SystemExit(checkpoint.EXIT_INTERRUPTED)
+    if distributed.is_main():
+        with atomic_path(log_path) as tmp:
+            tmp.write_text("\n".join(log_rows) + "\n")
     # the last step is always logged, so mean_loss is the final logged loss
-    return {"steps": steps, "final_loss": round(mean_loss, 6), "seconds": round(time.time() - start, 1)}
+    return {"steps": steps, "final_loss": round(mean_loss, 6), "seconds": round(time.time() - start, 1),
+            "processes": world, "resumed_after": done}
 
 
 @torch.no_grad()

@@ -7,10 +7,12 @@ import contextlib
 
 @contextlib.contextmanager
 def logging_to(path: str):
-    """Redirect stdout/stderr (progress bars, warnings, tracebacks) into ``path`` for the block."""
+    """Redirect stdout/stderr (progress bars, warnings, tracebacks) into ``path`` for the block; yields the file."""
     with open(path, "w", buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
-            yield
+            yield log
+        except SystemExit:  # a deliberate exit (e.g. 143 after saving a checkpoint) has said why already
+            raise
         except BaseException:
             import traceback
 

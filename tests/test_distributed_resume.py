@@ -1,0 +1,191 @@
+"""Multi-process pre-finetuning and resuming after a stop signal, with real processes, real gloo and real signals.
+
+Both run the job as the Snakemake rule does: ``python -m prefinetune.launch JOB.json`` for one process, and
+``prefinetune.launch.run`` (torchrun, 2 CPU processes, gloo) for two. The model is a tiny RoBERTa built here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from prefinetune import checkpoint, launch
+from prefinetune.config import DEFAULT_TRAIN
+from prefinetune.data import download, tokenize
+from prefinetune.heads import HEADS_WEIGHTS
+from prefinetune.models import fetch, texts_of
+from prefinetune.tasks import load_registry
+
+MAX_LENGTH = 32
+REGISTRY = {
+    "single": {"source": {"generator": {"seed": 1, "train": 120, "validation": 8}}, "type": "classification",
+               "text": ["sentence"], "label": "label", "num_labels": 2, "metric": "accuracy"},
+    "pair": {"source": {"generator": {"seed": 2, "pair": True, "train": 80, "validation": 8}},
+             "type": "classification", "text": ["sentence1", "sentence2"], "label": "label", "num_labels": 3,
+             "metric": "accuracy"},
+    "score": {"source": {"generator": {"seed": 3, "train": 60, "validation": 8}}, "type": "regression",
+              "text": ["sentence"], "label": "label", "num_labels": 1, "metric": "pearson"},
+}
+ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Three generated tasks (2-way, 3-way pair, regression), tokenized for a tiny RoBERTa built on their text."""
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "tasks.yaml").write_text(yaml.safe_dump(REGISTRY))
+    tasks = list(load_registry(root / "tasks.yaml").values())
+    for task in tasks:
+        download(task, root / "raw" / task.name)
+    model = root / "model"
+    fetch({"name": "tiny", "build": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                     "intermediate_size": 64, "vocab_size": 300}},
+          model, texts=texts_of([root / "raw" / t.name for t in tasks]))
+    tokenized = {}
+    for task in tasks:
+        tokenize(task, root / "raw" / task.name, model, root / "tok" / task.name, MAX_LENGTH)
+        tokenized[task.name] = str(root / "tok" / task.name)
+    return tasks, tokenized, model
+
+
+def without_dropout(model_dir, out_dir):
+    """A copy of the model with the encoder's dropout off (config.json), for comparisons across process counts."""
+    import shutil
+
+    shutil.copytree(model_dir, out_dir)
+    config = json.loads((out_dir / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (out_dir / "config.json").write_text(json.dumps(config))
+    return out_dir
+
+
+def write_job(tmp_path, name, inputs, base, settings):
+    tasks, tokenized, _ = inputs
+    run = tmp_path / name
+    launch.write_job(run / "job.json", tasks, tokenized, str(base), settings, str(run / "model"),
+                     str(run / "train_log.tsv"), str(run / "checkpoints"))
+    return run
+
+
+def start_one_process(run):
+    """``python -m prefinetune.launch JOB.json``: one ordinary process, as the rule runs a one-GPU job."""
+    log = open(run / "stderr.log", "a")
+    return subprocess.Popen([sys.executable, "-m", "prefinetune.launch", str(run / "job.json")], stdout=log,
+                            stderr=log, env={**os.environ, **ENV})
+
+
+def weights(run) -> dict[str, torch.Tensor]:
+    return {**load_file(str(run / "model" / "model.safetensors")),
+            **{f"heads.{k}": v for k, v in load_file(str(run / "model" / HEADS_WEIGHTS)).items()}}
+
+
+def log_columns(run, drop_seconds=True) -> list[list[str]]:
+    rows = [r.split("\t") for r in (run / "train_log.tsv").read_text().splitlines()]
+    return [r[:-1] for r in rows] if drop_seconds else rows
+
+
+def start_two_processes(run):
+    """``prefinetune.launch.run`` with 2 processes (torchrun, gloo) in its own process, as the rule calls it."""
+    log = open(run / "stderr.log", "a")
+    code = "import sys; from prefinetune import launch; sys.exit(launch.run(sys.argv[1], processes=2, threads=2))"
+    return subprocess.Popen([sys.executable, "-c", code, str(run / "job.json")], stdout=log, stderr=log,
+                            env={**os.environ, **ENV})
+
+
+def stop_after_first_checkpoint(proc, run, delay=0.0) -> int:
+    """Send SIGTERM once the first periodic checkpoint exists (plus ``delay``); returns the update it stopped after."""
+    state = run / "checkpoints" / checkpoint.STATE
+    while not state.exists():
+        assert proc.poll() is None, (run / "stderr.log").read_text()[-3000:]
+        time.sleep(0.02)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == checkpoint.EXIT_INTERRUPTED, (run / "stderr.log").read_text()[-3000:]
+    assert not (run / "model").exists() and not (run / "train_log.tsv").exists()
+    return torch.load(state, weights_only=False)["step"]
+
+
+def test_two_processes_give_the_weights_of_one_also_when_stopped_and_resumed(tmp_path, inputs):
+    """Same global batch on 1 and on 2 gloo processes -> the same weights, up to float rounding.
+
+    The 2-process run is also stopped by SIGTERM (sent to the launcher, which passes it on through torchrun)
+    and resumed. Dropout is off (heads: settings; encoder: config.json) because each rank draws its own
+    dropout masks, so with dropout the two runs differ by design. batch_size 9 gives unequal shards (5 and 4
+    items), which checks the loss weighting: a plain mean of the two ranks' means would weight the 4 more.
+    """
+    base = without_dropout(inputs[2], tmp_path / "base")
+    settings = {**DEFAULT_TRAIN, "max_steps": 40, "batch_size": 9, "grad_accum": 2, "lr": 1e-3, "warmup_ratio": 0.0,
+                "dropout": 0.0, "log_every": 1, "checkpoint_every": 5, "max_length": MAX_LENGTH}
+    one, two = write_job(tmp_path, "one", inputs, base, settings), write_job(tmp_path, "two", inputs, base, settings)
+    assert start_one_process(one).wait(timeout=300) == 0, (one / "stderr.log").read_text()[-3000:]
+
+    stopped_at = stop_after_first_checkpoint(start_two_processes(two), two)
+    assert 5 <= stopped_at < 40
+    assert start_two_processes(two).wait(timeout=300) == 0, (two / "stderr.log").read_text()[-3000:]
+    assert f"after update {stopped_at} of 40" in (two / "stderr.log").read_text()
+
+    summary_one = json.loads((one / "model" / "prefinetune.json").read_text())
+    summary_two = json.loads((two / "model" / "prefinetune.json").read_text())
+    assert (summary_one["processes"], summary_two["processes"]) == (1, 2)
+    assert summary_two["resumed_after"] == stopped_at
+    initial = load_file(str(base / "model.safetensors"))
+    w1, w2 = weights(one), weights(two)
+    assert w1.keys() == w2.keys()
+    moved = max((w1[k] - initial[k]).abs().max().item() for k in initial)
+    assert moved > 1e-2  # 40 updates at lr 1e-3 moved the weights far beyond the tolerance below
+    for key in w1:
+        torch.testing.assert_close(w2[key], w1[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")
+    losses_one = [float(r[1]) for r in log_columns(one)[1:]]
+    losses_two = [float(r[1]) for r in log_columns(two)[1:]]
+    assert losses_two == pytest.approx(losses_one, abs=1e-5)  # the logged loss is the global batch's mean
+    assert [r[3] for r in log_columns(one)] == [r[3] for r in log_columns(two)]  # tasks per update: the same batches
+
+
+def test_stopped_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, inputs):
+    """SIGTERM at a random moment after the first checkpoint; the rerun must end bit-identical (CPU).
+
+    Dropout stays on, so the RNG states must be restored exactly too.
+    """
+    settings = {**DEFAULT_TRAIN, "max_steps": 120, "batch_size": 8, "lr": 1e-3, "dropout": 0.1, "log_every": 10,
+                "checkpoint_every": 7, "max_length": MAX_LENGTH}
+    base = inputs[2]
+    full, stopped = write_job(tmp_path, "full", inputs, base, settings), write_job(tmp_path, "stopped", inputs, base, settings)
+    assert start_one_process(full).wait(timeout=300) == 0, (full / "stderr.log").read_text()[-3000:]
+
+    delay = random.uniform(0.0, 0.5)
+    stopped_at = stop_after_first_checkpoint(start_one_process(stopped), stopped, delay)
+    assert 7 <= stopped_at < settings["max_steps"], f"signal {delay:.2f} s after the first checkpoint"
+    assert f"saved a checkpoint after update {stopped_at} of 120" in (stopped / "stderr.log").read_text()
+
+    assert start_one_process(stopped).wait(timeout=300) == 0, (stopped / "stderr.log").read_text()[-3000:]
+    assert f"resuming from {stopped / 'checkpoints'} after update {stopped_at} of 120" in (stopped / "stderr.log").read_text()
+    w_full, w_resumed = weights(full), weights(stopped)
+    assert w_full.keys() == w_resumed.keys()
+    assert all(torch.equal(w_full[k], w_resumed[k]) for k in w_full), f"stopped after update {stopped_at}"
+    assert log_columns(stopped) == log_columns(full)
+    s_full = json.loads((full / "model" / "prefinetune.json").read_text())
+    s_resumed = json.loads((stopped / "model" / "prefinetune.json").read_text())
+    assert s_resumed["final_loss"] == s_full["final_loss"]
+    assert (s_full["resumed_after"], s_resumed["resumed_after"]) == (0, stopped_at)
+    assert not (stopped / "checkpoints").exists() and not (full / "checkpoints").exists()  # removed once the model is written
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
+    settings = {**DEFAULT_TRAIN, "lr": 1e-3}
+    stamp = checkpoint.fingerprint(settings, 10, {"a": 5}, 1)
+    checkpoint.save(tmp_path, stamp, [checkpoint.rng_state()], step=3)
+    assert checkpoint.load(tmp_path, stamp)["step"] == 3
+    assert checkpoint.load(tmp_path, checkpoint.fingerprint({**settings, "lr": 2e-3}, 10, {"a": 5}, 1)) is None
+    assert checkpoint.load(tmp_path, checkpoint.fingerprint(settings, 10, {"a": 5}, 2)) is None  # other process count
+    # how often checkpoints are written does not change the run, so it does not invalidate one
+    assert checkpoint.load(tmp_path, checkpoint.fingerprint({**settings, "checkpoint_every": 3}, 10, {"a": 5}, 1))
