@@ -1,9 +1,11 @@
-"""Device check: the same multi-family training on CPU and on the GPU must give the same weights.
+"""Device check: the same multi-family training on CPU and on the GPU must give the same weights, and a GPU
+run stopped by SIGTERM must resume to the weights of an uninterrupted one.
 
-Builds three tasks of each family from the generator (classification, multiple choice, span), a small
-RoBERTa, and trains it for a few updates in heterogeneous batches twice from the same initial weights: once
-with CUDA hidden (CPU) and once on the GPU (TF32 off, dropout 0). Prints the largest weight difference and the
-final losses. Exits non-zero when the two runs disagree.
+Builds tasks of each family from the generator (classification, regression, multiple choice, span), a small
+RoBERTa, and trains it for a few updates in heterogeneous batches from the same initial weights: once with
+CUDA hidden (CPU), once on the GPU (TF32 off, dropout 0), and once on the GPU with checkpoints, stopped by
+SIGTERM after its first checkpoint and run again. Prints the largest weight differences and the final losses.
+Exits non-zero when the runs disagree.
 Run:  python bench/gpu_check.py [--steps 20] [--data DIR]
       python bench/gpu_check.py --prepare DIR   # only build the data and model (e.g. on another machine)
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +48,7 @@ def tasks_and_data(workdir: Path):
     return tasks, {t.name: load_tokenized(workdir / "tok" / t.name, "train") for t in tasks}
 
 
-def train_once(workdir: Path, steps: int, out: Path) -> None:
+def train_once(workdir: Path, steps: int, out: Path, checkpoint_dir: Path | None = None) -> None:
     """One training run on whatever device ``pick_device`` finds; saves the final weights."""
     import torch
 
@@ -63,8 +66,10 @@ def train_once(workdir: Path, steps: int, out: Path) -> None:
             m.p = 0.0
     model = MultiTaskModel(encoder, tasks, dropout=0.0)
     settings = {"batch_size": 32, "seed": 0, "temperature": 1.0, "cap": None, "batches": "heterogeneous", "lr": 1e-4,
-                "weight_decay": 0.01, "warmup_ratio": 0.1, "grad_accum": 2, "max_grad_norm": 1.0, "log_every": 1}
-    summary = train(model, data, settings, steps, pad_id=encoder.config.pad_token_id, log_path=out / "log.tsv")
+                "weight_decay": 0.01, "warmup_ratio": 0.1, "grad_accum": 2, "max_grad_norm": 1.0, "log_every": 1,
+                "checkpoint_every": 5}
+    summary = train(model, data, settings, steps, pad_id=encoder.config.pad_token_id, log_path=out / "log.tsv",
+                    checkpoint_dir=checkpoint_dir)
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, out / "weights.pt")
     (out / "summary.json").write_text(json.dumps({**summary, "device": str(pick_device())}))
 
@@ -74,10 +79,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--data", type=Path, help="prepared data and model (default: a new temporary folder)")
     parser.add_argument("--prepare", type=Path, help="build the data and model into this folder, then stop")
-    parser.add_argument("--child", nargs=2, metavar=("WORKDIR", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", metavar="WORKDIR OUT [CHECKPOINTS]", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        train_once(Path(args.child[0]), args.steps, Path(args.child[1]))
+        train_once(Path(args.child[0]), args.steps, Path(args.child[1]), *map(Path, args.child[2:]))
         return
     if args.prepare:
         tasks_and_data(args.prepare)
@@ -98,14 +103,36 @@ def main() -> None:
                        env=env, check=True)
         runs[name] = {**json.loads((out / "summary.json").read_text()), "wall": round(time.time() - start, 1)}
         runs[name]["weights"] = torch.load(out / "weights.pt")
-    worst = max((runs["cpu"]["weights"][k] - runs["gpu"]["weights"][k]).abs().max().item() for k in runs["cpu"]["weights"])
+    worst = max_difference(runs["cpu"]["weights"], runs["gpu"]["weights"])
     for name in runs:
         print(f"{name}: device={runs[name]['device']} final_loss={runs[name]['final_loss']} "
               f"train_seconds={runs[name]['seconds']} wall={runs[name]['wall']}")
     print(f"largest |cpu - gpu| weight difference after {args.steps} updates: {worst:.2e}")
+
+    # stop a GPU run with SIGTERM after its first checkpoint, run it again, compare with the uninterrupted run
+    out, checkpoints = Path(tempfile.mkdtemp(prefix="gpu_check_resume_")), work / "checkpoints"
+    cmd = [sys.executable, __file__, "--steps", str(args.steps), "--child", str(work), str(out), str(checkpoints)]
+    proc = subprocess.Popen(cmd)
+    while not (checkpoints / "state.pt").exists():
+        if proc.poll() is not None:
+            sys.exit(f"FAIL: the run ended ({proc.returncode}) before its first checkpoint")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stopped = proc.wait()
+    subprocess.run(cmd, check=True)
+    resumed = json.loads((out / "summary.json").read_text())
+    resume_diff = max_difference(runs["gpu"]["weights"], torch.load(out / "weights.pt"))
+    print(f"SIGTERM: exit code {stopped}; rerun resumed after update {resumed['resumed_after']} on {resumed['device']}, "
+          f"final_loss={resumed['final_loss']}; largest |uninterrupted - resumed| difference: {resume_diff:.2e}")
     if runs["gpu"]["device"] != "cuda" or worst > 1e-3:
         sys.exit("FAIL: the GPU run did not use CUDA or does not match the CPU run")
+    if stopped != 143 or resumed["resumed_after"] == 0 or resume_diff > 1e-4:
+        sys.exit("FAIL: the stopped GPU run did not resume to the uninterrupted run's weights")
     print("OK")
+
+
+def max_difference(a: dict, b: dict) -> float:
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
 if __name__ == "__main__":
