@@ -60,10 +60,11 @@ start() {
         fi
     done
 
-    trap 'log "start failed; stopping what was started"; stop' EXIT
     if [ -e "$STATE" ] && [ ! -e "$STATE/pids" ]; then
         die "$STATE exists but is not this script's state directory; refusing to delete it"
     fi
+
+    trap 'log "start failed; stopping what was started"; stop' EXIT
     rm -rf "$STATE" && mkdir -p "$STATE"/{log,slurmctld,slurmd,dev,mysql}
     : >"$PIDS"
     # Dummy GPU device files: character devices (like /dev/null) so that slurmd can count them.
@@ -116,16 +117,18 @@ SQL
 
 stop() {
     [ -s "$PIDS" ] || { log "nothing to stop ($PIDS is empty or missing)"; return 0; }
-    # Reverse start order: slurmd, slurmctld, slurmdbd, mariadbd, munged. SIGTERM, then SIGKILL after 15 s.
     # First cancel the test cluster's jobs: their processes belong to slurmstepd, which outlives slurmd.
     if scontrol ping >/dev/null 2>&1 && [ -n "$(squeue -h -o %i)" ]; then
         log "cancelling jobs still queued or running: $(squeue -h -o %i | tr '\n' ' ')"
         squeue -h -o %i | xargs -r scancel
         for _ in $(seq 60); do [ -z "$(squeue -h -o %i)" ] && break; sleep 0.5; done
     fi
+    # Then the daemons in reverse start order: slurmd, slurmctld, slurmdbd, mariadbd, munged. SIGTERM, then
+    # SIGKILL after 15 s; a recorded pid that now belongs to another program (e.g. after a reboot) is left alone.
     local name pid
     tac "$PIDS" | while read -r name pid; do
-        kill -TERM "$pid" 2>/dev/null || { log "$name ($pid) was not running"; continue; }
+        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != "$name" ]; then log "$name ($pid) was not running"; continue; fi
+        kill -TERM "$pid"
         for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
         if kill -0 "$pid" 2>/dev/null; then log "$name ($pid) ignored SIGTERM; killing"; kill -KILL "$pid"; fi
     done
