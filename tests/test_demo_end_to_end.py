@@ -20,18 +20,14 @@ import pytest
 import yaml
 
 from prefinetune.analysis import COLUMNS
-from workflow_helpers import REPO, SNAKEMAKE, job_counts, load_config, make_workdir, snakemake
+from workflow_helpers import REPO, SNAKEMAKE, job_counts, load_config, snakemake
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    workdir = make_workdir(tmp_path_factory.mktemp("demo"))
-    # the README's demo command, pointed at a fresh working directory
-    result = snakemake(workdir, "--cores", "2", "--report-after-run", "--report", "results/report.html")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return workdir
+def demo(demo_local):
+    return demo_local  # the README's demo command, run once per session (conftest.py)
 
 
 def dry_run(workdir, *args):

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# A single-node Slurm cluster on localhost, for the integration tests (tests/test_slurm_cluster.py).
+#   tests/slurm/cluster.sh start     # munged, mariadbd, slurmdbd, slurmctld, slurmd; waits until the node is idle
+#   tests/slurm/cluster.sh stop      # stops exactly the processes `start` recorded, in reverse order
+#   tests/slurm/cluster.sh status    # the recorded processes, and sinfo
+# Needs root and the Debian packages of .ci/install-slurm (it installs nothing itself). Runs the daemons
+# directly (no systemd). The node offers this machine's CPUs and memory and $SLURM_TEST_GPUS dummy GPUs;
+# partitions `cpu` (default) and `gpu`; account `ci` for the current user.
+# State, logs and the database live in $SLURM_TEST_STATE (default /tmp/prefinetune-slurm). The Slurm
+# configuration must be at /etc/slurm/ (the executor's job step drops SLURM_CONF before its inner srun), so
+# `start` writes slurm.conf, gres.conf and slurmdbd.conf there, refusing to overwrite files it did not write.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+STATE="${SLURM_TEST_STATE:-/tmp/prefinetune-slurm}"
+GPUS="${SLURM_TEST_GPUS:-2}"
+DBPORT="${SLURM_TEST_DBPORT:-3307}"
+ACCOUNT=ci
+ETC=/etc/slurm
+MARK="# Written by tests/slurm/cluster.sh"
+PIDS="$STATE/pids"       # one "name pid" line per daemon started, in start order
+
+die() { echo "cluster.sh: ERROR: $*" >&2; exit 1; }
+log() { echo "cluster.sh: $*" >&2; }
+
+# wait_for SECONDS WHAT COMMAND...: retry COMMAND every 0.5 s; on timeout, fail naming WHAT and its log.
+wait_for() {
+    local seconds=$1 what=$2; shift 2
+    local end=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS < end)) || die "$what not ready after ${seconds}s; see $STATE/log/"
+        sleep 0.5
+    done
+}
+
+# launch NAME COMMAND...: start a daemon in the foreground of its own session, log to $STATE/log/NAME.out,
+# and record its pid (the daemon's own: setsid execs without forking in a non-interactive shell).
+launch() {
+    local name=$1; shift
+    setsid "$@" >"$STATE/log/$name.out" 2>&1 </dev/null &
+    echo "$name $!" >>"$PIDS"
+    sleep 0.2
+    kill -0 $! 2>/dev/null || die "$name exited at once: $(tail -5 "$STATE/log/$name.out")"
+}
+
+render() {  # render TEMPLATE DEST: fill in the placeholders of a template
+    sed -e "s|@STATE@|$STATE|g" -e "s|@GPUS@|$GPUS|g" -e "s|@LASTGPU@|$((GPUS - 1))|g" \
+        -e "s|@DBPORT@|$DBPORT|g" -e "s|@DBPASS@|$DBPASS|g" -e "s|@NODE@|$NODE|g" "$HERE/$1" >"$2"
+}
+
+start() {
+    [ "$(id -u)" = 0 ] || die "must run as root (it starts the Slurm daemons and writes $ETC)"
+    for cmd in munged mariadbd mariadb-install-db slurmdbd slurmctld slurmd sacctmgr sinfo; do
+        command -v "$cmd" >/dev/null || die "$cmd not found: install the packages first (.ci/install-slurm)"
+    done
+    [ ! -s "$PIDS" ] || die "already started (pids in $PIDS); run '$0 stop' first"
+    for f in slurm.conf gres.conf slurmdbd.conf; do
+        if [ -e "$ETC/$f" ] && ! head -1 "$ETC/$f" | grep -qF "$MARK"; then
+            die "$ETC/$f exists and was not written by this script; refusing to overwrite a real configuration"
+        fi
+    done
+
+    if [ -e "$STATE" ] && [ ! -e "$STATE/pids" ]; then
+        die "$STATE exists but is not this script's state directory; refusing to delete it"
+    fi
+
+    trap 'log "start failed; stopping what was started"; stop' EXIT
+    rm -rf "$STATE" && mkdir -p "$STATE"/{log,slurmctld,slurmd,dev,mysql}
+    : >"$PIDS"
+    # Dummy GPU device files: character devices (like /dev/null) so that slurmd can count them.
+    for ((i = 0; i < GPUS; i++)); do mknod "$STATE/dev/gpu$i" c 1 3; done
+    # This machine's CPUs and memory as slurmd detects them, under the node name `localhost`.
+    NODE="$(slurmd -C | head -1 | sed 's/^NodeName=[^ ]*/NodeName=localhost/')"
+    DBPASS="$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    mkdir -p "$ETC"
+    render slurm.conf.in "$ETC/slurm.conf"
+    render gres.conf.in "$ETC/gres.conf"
+    render slurmdbd.conf.in "$ETC/slurmdbd.conf" && chmod 600 "$ETC/slurmdbd.conf"
+
+    # 1. munge: authentication between the daemons and the client commands (as user munge, default socket).
+    if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+        log "munged already running (not started here, so not stopped either): using it"
+    else
+        install -d -o munge -g munge -m 0755 /run/munge
+        launch munged setpriv --reuid=munge --regid=munge --init-groups munged --foreground
+        wait_for 10 munged sh -c 'munge -n | unmunge'
+    fi
+
+    # 2. MariaDB in $STATE/mysql on 127.0.0.1:$DBPORT, with a user for slurmdbd (created at every start).
+    chown mysql:mysql "$STATE/mysql"
+    mariadb-install-db --user=mysql --datadir="$STATE/mysql" --auth-root-authentication-method=socket \
+        >"$STATE/log/mariadb-install.out" 2>&1 || die "mariadb-install-db failed: see $STATE/log/mariadb-install.out"
+    cat >"$STATE/init.sql" <<SQL
+CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DBPASS';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+SQL
+    chmod 644 "$STATE/init.sql"
+    launch mariadbd mariadbd --no-defaults --user=mysql --datadir="$STATE/mysql" --socket="$STATE/mysql/mysql.sock" \
+        --pid-file="$STATE/mysql/mariadbd.pid" --bind-address=127.0.0.1 --port="$DBPORT" --skip-name-resolve \
+        --init-file="$STATE/init.sql" --innodb-buffer-pool-size=64M
+    wait_for 60 mariadbd mariadb-admin --socket="$STATE/mysql/mysql.sock" ping
+
+    # 3. slurmdbd, 4. slurmctld, 5. slurmd (in the foreground, -D).
+    launch slurmdbd slurmdbd -D
+    wait_for 60 slurmdbd sacctmgr -n list cluster
+    launch slurmctld slurmctld -D -i
+    wait_for 60 slurmctld scontrol ping
+    # The cluster registers itself with slurmdbd; give the current user an account to submit under.
+    wait_for 60 "cluster registration" sh -c "sacctmgr -n -P list cluster format=cluster | grep -qx prefinetune-ci"
+    sacctmgr -i add account "$ACCOUNT" Description="test cluster" Organization=ci >/dev/null
+    sacctmgr -i add user "$(id -un)" Account="$ACCOUNT" DefaultAccount="$ACCOUNT" >/dev/null
+    launch slurmd slurmd -D -N localhost
+    wait_for 60 "node localhost" sh -c "sinfo -h -n localhost -o %t | grep -qx idle"
+    trap - EXIT
+    log "started in ${SECONDS}s: $(sinfo -h -o '%P %D %t %G' | tr '\n' ';') state in $STATE"
+}
+
+stop() {
+    [ -s "$PIDS" ] || { log "nothing to stop ($PIDS is empty or missing)"; return 0; }
+    # First cancel the test cluster's jobs: their processes belong to slurmstepd, which outlives slurmd.
+    if scontrol ping >/dev/null 2>&1 && [ -n "$(squeue -h -o %i)" ]; then
+        log "cancelling jobs still queued or running: $(squeue -h -o %i | tr '\n' ' ')"
+        squeue -h -o %i | xargs -r scancel
+        for _ in $(seq 60); do [ -z "$(squeue -h -o %i)" ] && break; sleep 0.5; done
+    fi
+    # Then the daemons in reverse start order: slurmd, slurmctld, slurmdbd, mariadbd, munged. SIGTERM, then
+    # SIGKILL after 15 s; a recorded pid that now belongs to another program (e.g. after a reboot) is left alone.
+    local name pid
+    tac "$PIDS" | while read -r name pid; do
+        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != "$name" ]; then log "$name ($pid) was not running"; continue; fi
+        kill -TERM "$pid"
+        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        if kill -0 "$pid" 2>/dev/null; then log "$name ($pid) ignored SIGTERM; killing"; kill -KILL "$pid"; fi
+    done
+    : >"$PIDS"
+    rm -f "$ETC/slurm.conf" "$ETC/gres.conf" "$ETC/slurmdbd.conf"
+    log "stopped"
+}
+
+status() {
+    [ -s "$PIDS" ] || { echo "not started"; return 1; }
+    while read -r name pid; do
+        if kill -0 "$pid" 2>/dev/null; then echo "$name $pid running"; else echo "$name $pid DEAD"; fi
+    done <"$PIDS"
+    sinfo
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    status) status ;;
+    *) die "usage: $0 start|stop|status" ;;
+esac
