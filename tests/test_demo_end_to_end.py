@@ -154,7 +154,8 @@ def test_sample_efficiency_on_nested_fractions_of_a_held_out_target(demo):
     """The study on a smaller grid (2 percents, 1 seed), from the original model and all 6 pre-finetuned ones."""
     changed = _with_config(demo, lambda c: (c["sample_efficiency"].__setitem__("percents", [50, 100]),
                                             c.__setitem__("finetune_seeds", 1)))
-    result = snakemake(demo, "--cores", "2", "--configfile", str(changed), "sample_efficiency")
+    result = snakemake(demo, "sample_efficiency", "--cores", "2", "--configfile", str(changed))  # target first:
+    # --configfile takes several values and would read the target as a config file
     assert result.returncode == 0, result.stderr[-3000:]
     out = demo / "results/sample_efficiency"
     assert (out / "sample_efficiency.pdf").read_bytes().startswith(b"%PDF")
