@@ -43,8 +43,8 @@ def test_demo_dry_run_lists_expected_jobs(tmp_path):
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert counts == expected_counts(load_config())
-    # the embedded default's promised size: 4 task counts incl. 0, 2 draws, 3 targets (one per family), 2 seeds
-    assert counts["finetune_baseline"] == 6 and counts["prefinetune"] == 6 and counts["finetune"] == 36
+    # the embedded default's promised size: 5 task counts incl. 0, 2 draws, 2 targets, 2 seeds
+    assert counts["finetune_baseline"] == 4 and counts["prefinetune"] == 8 and counts["finetune"] == 32
 
 
 def test_single_metrics_file_is_a_valid_target(tmp_path):
@@ -64,11 +64,11 @@ def test_ablation_curves_have_their_own_folders(tmp_path):
     config = load_config()
     n_ablations = len(config["ablations"])
     assert counts["aggregate"] == n_ablations and counts["plot"] == n_ablations
-    assert counts["prefinetune"] == 6 * n_ablations
-    assert "results/ablations/no_loss_scaling/prefinetune/k32/draw2/model" in result.stdout
+    assert counts["prefinetune"] == 8 * n_ablations
+    assert "results/ablations/no_loss_scaling/prefinetune/k24/draw2/model" in result.stdout
     assert "results/ablations/homogeneous_batches/scaling_curve.pdf" in result.stdout
     # the k = 0 baseline and the data are shared with the main curve, not duplicated per ablation
-    assert counts["finetune_baseline"] == 6 and counts["download_dataset"] == 33
+    assert counts["finetune_baseline"] == 4 and counts["download_dataset"] == 25
 
 
 def test_sample_efficiency_fine_tunes_every_model_on_nested_fractions(tmp_path):
@@ -83,8 +83,8 @@ def test_sample_efficiency_fine_tunes_every_model_on_nested_fractions(tmp_path):
     assert counts["prefinetune"] == models  # the main curve's models, shared
     assert counts["aggregate_efficiency"] == 1 and counts["plot_efficiency"] == 1
     assert "finetune" not in counts and "aggregate" not in counts  # the scaling curve is not needed
-    assert "results/sample_efficiency/k12/draw1/syn_target_multi/pct25/seed2/metrics.json" in result.stdout
-    assert "results/sample_efficiency/k0/syn_target_multi/pct100/seed1/metrics.json" in result.stdout
+    assert "results/sample_efficiency/k12/draw1/syn_target_mc/pct25/seed2/metrics.json" in result.stdout
+    assert "results/sample_efficiency/k0/syn_target_mc/pct100/seed1/metrics.json" in result.stdout
 
 
 def _broken(change) -> dict:
@@ -95,7 +95,7 @@ def _broken(change) -> dict:
 
 BAD_CONFIGS = {
     "misspelled task": (lambda c: c["pool"].__setitem__(3, "syn_4"), "pool[3]", "syn_4"),
-    "count larger than pool": (lambda c: c["task_counts"].append(40), "task_counts[4]", "40"),
+    "count larger than pool": (lambda c: c["task_counts"].append(40), "task_counts[5]", "40"),
     "target not in registry": (lambda c: c["targets"].__setitem__(1, "rte"), "targets[1]", "rte"),
     "negative seed count": (lambda c: c.__setitem__("finetune_seeds", -1), "finetune_seeds", "-1"),
     "runtime without unit": (lambda c: c["resources"]["prefinetune"].__setitem__("runtime", "10"),

@@ -56,3 +56,30 @@ def test_constant_predictions_give_zero_not_nan():
 def test_unknown_task_type_is_named():
     with pytest.raises(ValueError, match="ranking"):
         compute_metrics("ranking", np.zeros(3), np.zeros(3))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+def test_classification_metrics_equal_scikit_learn(n_classes):
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    rng = np.random.default_rng(n_classes)
+    for size in (1, 7, 200):
+        gold = rng.integers(0, n_classes, size)
+        logits = rng.normal(size=(size, n_classes)) + 1.5 * np.eye(n_classes)[gold] * rng.integers(0, 2, (size, 1))
+        pred = logits.argmax(-1)
+        m = compute_metrics("classification", logits, gold)
+        average = "binary" if n_classes == 2 else "macro"
+        assert m["accuracy"] == pytest.approx(accuracy_score(gold, pred))
+        assert m["f1"] == pytest.approx(f1_score(gold, pred, average=average, zero_division=0))
+        assert m["matthews"] == pytest.approx(matthews_corrcoef(gold, pred))
+
+
+def test_correlations_equal_scipy_with_ties():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 6, 300).astype(float)  # many ties, as in STS-B's 0..5 scores
+    pred = np.round(gold + rng.normal(0, 1.5, 300), 1)
+    m = compute_metrics("regression", pred, gold)
+    assert m["pearson"] == pytest.approx(stats.pearsonr(pred, gold).statistic)
+    assert m["spearman"] == pytest.approx(stats.spearmanr(pred, gold).statistic)

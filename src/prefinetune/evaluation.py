@@ -24,46 +24,70 @@ ALL_METRICS = tuple(dict.fromkeys(m for ms in METRICS_BY_TYPE.values() for m in 
 PUNCTUATION = frozenset(string.punctuation)
 
 
-def compute_metrics(task_type: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def compute_metrics(task_type: str, predictions, labels) -> dict[str, float]:
     """All metrics of ``METRICS_BY_TYPE[task_type]`` as plain floats.
 
     multiple_choice: ``predictions`` are scores of shape (N, C), -inf where a row has fewer choices.
     span: ``predictions`` are predicted answer strings, ``labels`` lists of gold answer strings.
-
     classification: ``predictions`` are logits of shape (N, C), the predicted class is the argmax;
         "f1" is the binary F1 of class 1 when C == 2 and the macro-F1 otherwise.
     regression: ``predictions`` have shape (N,) or (N, 1). A correlation is undefined when either
         array is constant; it is then reported as 0.0 (no detectable relation) rather than NaN.
-    """
-    # Imported here: the registry imports this module, and most jobs never compute a metric.
-    from scipy import stats
-    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+    The definitions are scikit-learn's and SciPy's (tests compare them on random data); they are written
+    with numpy here because every fine-tuning job computes them, and importing those two libraries would
+    cost each job more than a second.
+    """
     if task_type == "span":
         return span_metrics(predictions, labels)
-    if task_type == "multiple_choice":
-        return {"accuracy": float(accuracy_score(labels, np.asarray(predictions).argmax(axis=-1)))}
-    if task_type == "classification":
+    if task_type in ("classification", "multiple_choice"):
         logits = np.asarray(predictions)
-        pred = logits.argmax(axis=-1)
-        average = "binary" if logits.shape[-1] == 2 else "macro"
-        metrics = {
-            "accuracy": accuracy_score(labels, pred),
-            "f1": f1_score(labels, pred, average=average, zero_division=0),
-            "matthews": matthews_corrcoef(labels, pred),
-        }
+        pred, gold = logits.argmax(axis=-1), np.asarray(labels).astype(int)
+        if task_type == "multiple_choice":
+            return {"accuracy": float(np.mean(pred == gold))}
+        f1 = _f1(gold, pred, positive=1) if logits.shape[-1] == 2 else _macro_f1(gold, pred)
+        metrics = {"accuracy": np.mean(pred == gold), "f1": f1, "matthews": _matthews(gold, pred)}
     elif task_type == "regression":
         pred = np.asarray(predictions, dtype=float).reshape(-1)
         gold = np.asarray(labels, dtype=float).reshape(-1)
-        constant = np.ptp(pred) == 0 or np.ptp(gold) == 0
-        metrics = {
-            "pearson": 0.0 if constant else stats.pearsonr(pred, gold).statistic,
-            "spearman": 0.0 if constant else stats.spearmanr(pred, gold).statistic,
-        }
+        metrics = {"pearson": _pearson(pred, gold), "spearman": _pearson(_ranks(pred), _ranks(gold))}
     else:
         raise ValueError(f"unknown task type {task_type!r}; expected one of {tuple(METRICS_BY_TYPE)}")
     assert tuple(metrics) == METRICS_BY_TYPE[task_type]
     return {name: float(value) for name, value in metrics.items()}
+
+
+def _f1(gold: np.ndarray, pred: np.ndarray, positive: int) -> float:
+    tp = np.sum((pred == positive) & (gold == positive))
+    denominator = np.sum(pred == positive) + np.sum(gold == positive)
+    return 0.0 if denominator == 0 else 2 * tp / denominator
+
+
+def _macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
+    """Mean F1 over the classes that occur in the labels or the predictions (scikit-learn's macro)."""
+    return float(np.mean([_f1(gold, pred, c) for c in np.union1d(gold, pred)]))
+
+
+def _matthews(gold: np.ndarray, pred: np.ndarray) -> float:
+    """Multi-class Matthews correlation (Gorodkin's R_K), as scikit-learn; 0 when undefined."""
+    classes = np.union1d(gold, pred)
+    confusion = np.array([[np.sum((gold == a) & (pred == b)) for b in classes] for a in classes], dtype=float)
+    t, p, c, s = confusion.sum(axis=1), confusion.sum(axis=0), np.trace(confusion), confusion.sum()
+    denominator = np.sqrt((s**2 - p @ p) * (s**2 - t @ t))
+    return 0.0 if denominator == 0 else (c * s - t @ p) / denominator
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks starting at 1, ties sharing their average rank (SciPy's rankdata)."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # the rank of the last member of each group of equal values
+    return (last - (counts - 1) / 2)[inverse]
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def normalize_answer(text: str) -> str:
