@@ -329,3 +329,15 @@ def test_shared_head_saved_once_with_its_tasks(tmp_path):
     target = MultiTaskModel(tiny_encoder(seed=3), [MC5])
     target.load_heads(tmp_path, [MC5.head])
     assert torch.equal(target.heads["multiple_choice"].dense.weight, model.heads["multiple_choice"].dense.weight)
+
+
+def test_torchrun_job_file_round_trips_tasks_of_every_family(tmp_path):
+    """The multi-GPU launcher passes the tasks through JSON; they must come back equal (and hashable)."""
+    from prefinetune.launch import read_job, write_job
+
+    tasks = [BIN, REG, MC5, SQ]
+    write_job(tmp_path / "job.json", tasks, {t.name: f"tok/{t.name}" for t in tasks}, "base", {"lr": 1.0}, "out",
+              "log.tsv", "ck")
+    job = read_job(tmp_path / "job.json")
+    assert job["tasks"] == tasks and len({hash(t) for t in job["tasks"]}) == len(tasks)
+    assert job["checkpoint_dir"] == "ck" and job["settings"] == {"lr": 1.0}

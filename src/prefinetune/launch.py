@@ -32,7 +32,7 @@ def write_job(path: str | Path, tasks: list[Task], tokenized: dict[str, str], ba
 def read_job(path: str | Path) -> dict:
     """The keyword arguments of :func:`prefinetune.stages.prefinetune`."""
     job = json.loads(Path(path).read_text())
-    job["tasks"] = [Task(**{**t, "text": tuple(t["text"])}) for t in job["tasks"]]
+    job["tasks"] = [Task(**{**t, "text": tuple(t["text"]), "choices": tuple(t["choices"])}) for t in job["tasks"]]
     return job
 
 
