@@ -44,19 +44,18 @@ def collate(data: dict, batch: list[tuple[str, int]], pad_id: int, device: torch
     rows, segments = [], []
     for task in dict.fromkeys(t for t, _ in batch):
         picked = data[task][[i for t, i in batch if t == task]]
-        start = len(rows)
+        start, counts = len(rows), None
         if "start_positions" in picked:  # span windows
             labels = torch.tensor([picked["start_positions"], picked["end_positions"]]).T
             rows.extend(picked["input_ids"])
-            segments.append(Segment(task, start, len(rows), labels.to(device)))
         elif picked["input_ids"] and isinstance(picked["input_ids"][0][0], list):  # multiple choice
             counts = [len(choices) for choices in picked["input_ids"]]
+            labels = torch.tensor(picked["label"])
             rows.extend(r for choices in picked["input_ids"] for r in choices)
-            segments.append(Segment(task, start, len(rows), torch.tensor(picked["label"]).to(device), counts))
         else:
-            rows.extend(picked["input_ids"])
             labels = torch.tensor(picked["label"], dtype=torch.float32)
-            segments.append(Segment(task, start, len(rows), labels.to(device)))
+            rows.extend(picked["input_ids"])
+        segments.append(Segment(task, start, len(rows), labels.to(device), counts))
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
