@@ -78,6 +78,21 @@ def prefinetune_inputs(wildcards):
     return {"base": model_dir(), "data": [tokenized(t.name) for t in subset_tasks(wildcards)]}
 
 
+def prefinetune_resources():
+    """The Slurm executor's resource keys for the GPUs and nodes of a pre-finetuning job.
+
+    One node: gpu=<gpus> (sbatch --gpus). Several nodes: sbatch --nodes=N --ntasks=N --gres=gpu:<gpus> (GPUs
+    per node), and `mpi` makes the job step run the job in the batch step on the first node instead of
+    wrapping it in `srun -n1`; the job then starts its own srun over all nodes (prefinetune.launch).
+    tasks_per_gpu=0 keeps the executor from turning `tasks` into --ntasks-per-gpu.
+    """
+    r = RES["prefinetune"]
+    if r["nodes"] == 1:
+        return {"gpu": r["gpus"]}
+    gres = {"gres": f"gpu:{r['gpus']}"} if r["gpus"] else {}
+    return {"nodes": r["nodes"], "tasks": r["nodes"], "tasks_per_gpu": 0, "mpi": "srun", **gres}
+
+
 def prefinetune_settings(wildcards):
     return EXP.prefinetune_settings(root_variant(wildcards.root))
 

@@ -1,6 +1,7 @@
 # One multi-task model per (task count k, draw), for the main method and for each ablation root.
-# With resources.prefinetune.gpus > 1 the job runs one process per GPU (torchrun). Checkpoints go to
-# checkpoints/..., outside the outputs (Snakemake deletes a failed job's outputs): a rerun resumes from them.
+# With resources.prefinetune.gpus > 1 the job runs one process per GPU (torchrun); with nodes > 1, on each of
+# that many nodes (see prefinetune_resources). Checkpoints go to checkpoints/..., outside the outputs
+# (Snakemake deletes a failed job's outputs): a rerun resumes from them.
 
 
 rule prefinetune:
@@ -14,6 +15,7 @@ rule prefinetune:
         settings=prefinetune_settings,
         model=MODEL,
         checkpoints="checkpoints/{root}/prefinetune/k{k}/draw{draw}",
+        launch={"nodes": RES["prefinetune"]["nodes"], "gpus": RES["prefinetune"]["gpus"]},
     conda:
         "../envs/prefinetune.yaml"
     log:
@@ -24,6 +26,6 @@ rule prefinetune:
     resources:
         runtime=RES["prefinetune"]["runtime"],
         mem_mb=RES["prefinetune"]["mem_mb"],
-        gpu=RES["prefinetune"]["gpus"],
+        **prefinetune_resources(),
     script:
         "../workflow_scripts/prefinetune.py"

@@ -127,6 +127,17 @@ def test_runtime_as_number():
     assert "resources.finetune.runtime" in config_error(cfg)
 
 
+def test_nodes_default_to_one_and_only_prefinetune_may_use_several():
+    assert Experiment.from_config(config(), REPO).config["resources"]["prefinetune"]["nodes"] == 1
+    cfg = config()
+    cfg["resources"]["prefinetune"]["nodes"] = 4
+    assert Experiment.from_config(cfg, REPO).config["resources"]["prefinetune"]["nodes"] == 4
+    cfg["resources"]["finetune"]["nodes"] = 2
+    assert "resources.finetune.nodes" in config_error(cfg)
+    cfg["resources"]["finetune"]["nodes"] = 0
+    assert "resources.finetune.nodes" in config_error(cfg)
+
+
 def test_unknown_top_level_key():
     cfg = config(learning_rate=0.1)
     msg = config_error(cfg)

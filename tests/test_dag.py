@@ -129,6 +129,25 @@ def test_slurm_profile_requests_a_gpu_per_training_job(tmp_path):
     assert "slurm_partition=" in resources
 
 
+def test_multi_node_prefinetune_asks_for_nodes_and_gpus_per_node(tmp_path):
+    """nodes > 1: the executor's keys for one task per node, GPUs per node (gres), and its `mpi` path (the job
+    runs in the batch step and starts its own srun); fine-tuning keeps one GPU."""
+    config = load_config(REPO / "config.yaml")
+    config["resources"]["prefinetune"].update(nodes=2, gpus=4)
+    result = snakemake(make_workdir(tmp_path, config), "--profile", "slurm", "-n", "--cores", "64",
+                       "results/scaling_curve.pdf")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    prefinetune = out[out.index("\nrule prefinetune:"):]
+    resources = dict(item.split("=", 1) for item in
+                     prefinetune[prefinetune.index("resources:"):].splitlines()[0][len("resources: "):].split(", "))
+    assert {k: resources[k] for k in ("nodes", "tasks", "tasks_per_gpu", "mpi", "gres")} == \
+        {"nodes": "2", "tasks": "2", "tasks_per_gpu": "0", "mpi": "srun", "gres": "gpu:4"}
+    assert "gpu" not in resources  # --gpus would count GPUs per job, not per node
+    finetune = out[out.index("\nrule finetune:"):]
+    assert "gpu=1" in finetune[finetune.index("resources:"):].splitlines()[0]
+
+
 def test_cluster_sample_efficiency_reuses_the_main_runs_at_100_percent(tmp_path):
     config = load_config(REPO / "config.yaml")
     result = snakemake(make_workdir(tmp_path, config), "-n", "sample_efficiency")

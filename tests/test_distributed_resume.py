@@ -25,6 +25,7 @@ from prefinetune.data import download, tokenize
 from prefinetune.heads import HEADS_WEIGHTS
 from prefinetune.models import fetch, texts_of
 from prefinetune.tasks import load_registry
+from workflow_helpers import without_dropout
 
 MAX_LENGTH = 32
 REGISTRY = {
@@ -56,17 +57,6 @@ def inputs(tmp_path_factory):
         tokenize(task, root / "raw" / task.name, model, root / "tok" / task.name, MAX_LENGTH)
         tokenized[task.name] = str(root / "tok" / task.name)
     return tasks, tokenized, model
-
-
-def without_dropout(model_dir, out_dir):
-    """A copy of the model with the encoder's dropout off (config.json), for comparisons across process counts."""
-    import shutil
-
-    shutil.copytree(model_dir, out_dir)
-    config = json.loads((out_dir / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (out_dir / "config.json").write_text(json.dumps(config))
-    return out_dir
 
 
 def write_job(tmp_path, name, inputs, base, settings):
@@ -189,3 +179,10 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     assert checkpoint.load(tmp_path, checkpoint.fingerprint(settings, 10, {"a": 5}, 2)) is None  # other process count
     # how often checkpoints are written does not change the run, so it does not invalidate one
     assert checkpoint.load(tmp_path, checkpoint.fingerprint({**settings, "checkpoint_every": 3}, 10, {"a": 5}, 1))
+
+
+def test_several_nodes_need_a_slurm_job(tmp_path, monkeypatch):
+    """Outside a Slurm job there is no allocation to start the other nodes' processes in: one clear error."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    with pytest.raises(RuntimeError, match=r"resources\.prefinetune\.nodes.*--profile slurm"):
+        launch.run(tmp_path / "job.json", processes=1, nodes=2)

@@ -5,82 +5,30 @@ account and partitions fill the EDIT placeholders, and the first status check co
 Then Slurm's own accounting (sacct) must show every non-local job submitted through sbatch with the requested
 partition, account, CPUs, memory, time limit and GPU, and completed; and the outputs must equal a local run's.
 
-Needs a running cluster: `tests/slurm/cluster.sh start` (.ci/run starts and stops it). Without one the tests
-are skipped, unless PREFINETUNE_REQUIRE_SLURM=1 (set by .ci/run) makes that a failure.
+Needs a running cluster (see slurm_helpers).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
 import time
 from datetime import datetime
 
 import pandas as pd
 import pytest
-import yaml
 
+from slurm_helpers import MARKS, TEST_CLUSTER, require_cluster, sacct, tres, write_test_profile
 from workflow_helpers import REPO, SNAKEMAKE, job_counts, load_config, make_workdir
 
 
-# The test cluster's values for the profile's placeholders (tests/slurm/cluster.sh creates them).
-TEST_CLUSTER = {
-    "<EDIT: your Slurm account>": "ci",
-    "<EDIT: CPU partition>": "cpu",
-    "<EDIT: GPU partition>": "gpu",
-}
-# Settings only a test cluster needs: jobs take seconds here, so check their states after 2 s, not 40 s.
-TEST_ONLY = {"slurm-init-seconds-before-status-checks": 2}
 TIME_LIMIT_S = 1500  # the whole run; Snakemake gets SIGINT then (it cancels its Slurm jobs), SIGKILL 60 s later
-SACCT_FIELDS = ["JobID", "JobName", "Comment", "Account", "Partition", "ReqTRES", "AllocTRES", "Timelimit",
-                "State", "ExitCode"]
-
-
-def _cluster_reachable() -> bool:
-    try:
-        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-
-
-# Decided when the module is collected, so that a skip costs nothing (no local demo run either).
-NO_CLUSTER = None if _cluster_reachable() else \
-    "no Slurm cluster reachable (sinfo failed); start one with: tests/slurm/cluster.sh start (as root)"
-REQUIRED = os.environ.get("PREFINETUNE_REQUIRE_SLURM") == "1"  # .ci/run: no cluster is a failure, not a skip
-pytestmark = [pytest.mark.slurm, pytest.mark.slow,
-              pytest.mark.skipif(NO_CLUSTER is not None and not REQUIRED, reason=str(NO_CLUSTER))]
-
-
-def write_test_profile(directory):
-    """slurm/config.yaml with the test cluster's values in its placeholders, plus TEST_ONLY."""
-    text = (REPO / "slurm" / "config.yaml").read_text()
-    for placeholder, value in TEST_CLUSTER.items():
-        assert f'"{placeholder}"' in text, f"slurm/config.yaml no longer has the placeholder {placeholder!r}"
-        text = text.replace(f'"{placeholder}"', value)
-    profile = yaml.safe_load(text) | TEST_ONLY
-    directory.mkdir()
-    (directory / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
-    return profile
-
-
-def sacct(since: str) -> pd.DataFrame:
-    """Every job (allocation, not its steps) submitted since `since`, one row each, all fields as text."""
-    out = subprocess.run(["sacct", "-X", "-P", "-n", "-S", since, "-o", ",".join(SACCT_FIELDS)],
-                         capture_output=True, text=True, check=True).stdout
-    rows = [line.split("|") for line in out.splitlines() if line]
-    return pd.DataFrame(rows, columns=SACCT_FIELDS, dtype=str)
-
-
-def tres(text: str) -> dict[str, str]:
-    """'cpu=1,gres/gpu=1,mem=2000M' -> {'cpu': '1', 'gres/gpu': '1', 'mem': '2000M'}"""
-    return dict(item.split("=", 1) for item in text.split(",") if item)
+pytestmark = MARKS
 
 
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory):
-    assert NO_CLUSTER is None, f"PREFINETUNE_REQUIRE_SLURM=1, but {NO_CLUSTER}"
+    require_cluster()
     tmp = tmp_path_factory.mktemp("slurm")
     workdir = make_workdir(tmp / "work")
     profile = write_test_profile(tmp / "profile")
@@ -97,7 +45,6 @@ def slurm_run(tmp_path_factory):
         if len(jobs) >= expected and not (jobs.ReqTRES == "").any():
             break
         time.sleep(1)
-    jobs["rule"] = jobs.Comment.str.extract(r"^rule_([a-z_]+?)(?:_wildcards_.*)?$", expand=False)
     return {"workdir": workdir, "profile": profile, "jobs": jobs, "log": result.stderr}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -44,3 +45,12 @@ def make_workdir(tmp: Path, config: dict | None = None, source: Path = REPO / "d
 
 def load_config(path: Path = REPO / "demo" / "config.yaml") -> dict:
     return yaml.safe_load(path.read_text())
+
+
+def without_dropout(model_dir, out_dir):
+    """A copy of the model with the encoder's dropout off (config.json), for comparisons across process counts."""
+    shutil.copytree(model_dir, out_dir)
+    config = json.loads((out_dir / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (out_dir / "config.json").write_text(json.dumps(config))
+    return out_dir

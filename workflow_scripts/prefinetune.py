@@ -1,4 +1,5 @@
-"""Snakemake entry point: pre-finetune one model on one task subset, on one process or one per GPU."""
+"""Snakemake entry point: pre-finetune one model on one task subset: one process, one per GPU, or one per GPU
+on each of several nodes (params.launch, from config.yaml's resources.prefinetune)."""
 import sys
 from pathlib import Path
 
@@ -12,16 +13,18 @@ tasks = snakemake.params.tasks
 args = dict(tasks=tasks, tokenized=dict(zip([t.name for t in tasks], snakemake.input.data)),
             base_model=snakemake.input.base, settings=snakemake.params.settings, out_dir=snakemake.output.model,
             log_tsv=snakemake.output.log_tsv, checkpoint_dir=snakemake.params.checkpoints)
-processes = max(int(snakemake.resources.gpu), 1)
+nodes, gpus = snakemake.params.launch["nodes"], snakemake.params.launch["gpus"]
+processes = max(gpus, 1)  # per node
 
 with logging_to(snakemake.log[0]) as log:
-    if processes == 1:
+    if nodes == 1 and processes == 1:
         torch.set_num_threads(snakemake.threads)
         prefinetune(**args)
     else:
         job = Path(snakemake.params.checkpoints) / "job.json"
         launch.write_job(job, **args)
-        code = launch.run(job, processes, threads=snakemake.threads, log=log)
+        code = launch.run(job, processes, threads=snakemake.threads, log=log, nodes=nodes, gpus=gpus)
         if code != 0:
-            print(f"torchrun with {processes} processes exited with code {code}", file=sys.stderr)
+            print(f"pre-finetuning on {nodes} node(s) x {processes} process(es) exited with code {code}",
+                  file=sys.stderr)
             sys.exit(code)

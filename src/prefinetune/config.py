@@ -31,6 +31,8 @@ class Experiment:
         config.setdefault("ablations", {})
         config.setdefault("doc_stride", 128)
         config.setdefault("sample_efficiency", None)
+        for resources in config["resources"].values():
+            resources.setdefault("nodes", 1)
         registry = Path(config["registry"])
         if not registry.is_absolute():
             registry = Path(repo) / registry
@@ -54,6 +56,8 @@ class Experiment:
                 self._fail(f"task_counts[{i}]", f"{k} is larger than the {available} tasks available to the {c['protocol']} protocol")
             if c["protocol"] == "targets_in_pool" and 0 < k < len(c["targets"]):
                 self._fail(f"task_counts[{i}]", f"{k} is smaller than the {len(c['targets'])} targets, which every subset contains under targets_in_pool")
+        if c["resources"]["finetune"]["nodes"] != 1:
+            self._fail("resources.finetune.nodes", "fine-tuning runs on one node; only prefinetune may use several")
         if c["doc_stride"] >= c["max_length"]:
             self._fail("doc_stride", f"{c['doc_stride']} must be smaller than max_length ({c['max_length']})")
         for i, name in enumerate(self.efficiency_targets):

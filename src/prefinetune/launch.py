@@ -1,8 +1,10 @@
-"""Pre-finetuning on several processes of one node, one per GPU, started with torchrun.
+"""Pre-finetuning on several processes, one per GPU, on one node or on several nodes of a Slurm job.
 
 The Snakemake job (``workflow_scripts/prefinetune.py``) writes its arguments to a JSON file and calls
-:func:`run`, which starts ``python -m torch.distributed.run --standalone --nproc-per-node N -m
-prefinetune.launch JOB.json``. Each of the N processes joins the process group and runs
+:func:`run`. On one node that starts ``python -m torch.distributed.run --standalone --nproc-per-node N -m
+prefinetune.launch JOB.json``. On several nodes the job runs in the batch step of its Slurm allocation, on the
+first node, and :func:`run` starts ``srun`` with one torchrun agent per node; the agents meet (c10d
+rendezvous) on this first node and start N processes each. Every process joins the process group and runs
 :func:`prefinetune.stages.prefinetune`. Started without torchrun, ``python -m prefinetune.launch JOB.json``
 is one ordinary process.
 """
@@ -13,6 +15,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,18 +40,47 @@ def read_job(path: str | Path) -> dict:
 
 
 def torchrun_command(job_path: str | Path, processes: int) -> list[str]:
+    """One node: torchrun starts ``processes`` workers here."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
             "-m", "prefinetune.launch", str(job_path)]
 
 
-def run(job_path: str | Path, processes: int, threads: int = 1, log=None) -> int:
-    """Run the job on ``processes`` processes; returns the exit code (143: stopped by a signal, checkpoint saved).
+def multinode_command(job_path: str | Path, nodes: int, processes: int, gpus: int, threads: int, job_id: str,
+                      head: str) -> list[str]:
+    """Several nodes of the Slurm job ``job_id``: srun starts one torchrun agent on each node, which starts
+    ``processes`` workers there. The agents meet at ``head`` (this host, the allocation's first node) on a port
+    derived from the job id, so that two jobs sharing a first node do not collide.
 
-    SIGTERM and SIGUSR1 sent to this process are passed on as SIGTERM to torchrun, which passes it to every
-    worker; the workers save a checkpoint at the end of the current update and exit.
+    The step asks for its CPUs and GPUs explicitly: since Slurm 22.05 srun does not inherit the job's
+    --cpus-per-task, and the Slurm executor drops the job's SLURM_* variables before running the job.
     """
+    srun = ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", f"--cpus-per-task={threads}",
+            "--kill-on-bad-exit=1"] + ([f"--gres=gpu:{gpus}"] if gpus else [])
+    port = 20000 + int(job_id) % 20000
+    return srun + [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}",
+                   f"--nproc-per-node={processes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={head}:{port}",
+                   f"--rdzv-id={job_id}", "--max-restarts=0", "-m", "prefinetune.launch", str(job_path)]
+
+
+def run(job_path: str | Path, processes: int, threads: int = 1, log=None, nodes: int = 1, gpus: int = 0) -> int:
+    """Run the job on ``processes`` processes per node on ``nodes`` nodes (``gpus`` GPUs per node); returns
+    the exit code (143: stopped by a signal, checkpoint saved; other non-zero codes: failed).
+
+    ``threads`` is the CPUs per node. SIGTERM and SIGUSR1 sent to this process are passed on as SIGTERM to
+    torchrun (or srun), which passes it to every worker; the workers save a checkpoint at the end of the
+    current update and exit. On a cluster Slurm's warning signal (--signal) reaches the srun step's
+    processes directly.
+    """
+    if nodes == 1:
+        command = torchrun_command(job_path, processes)
+    else:
+        job_id = os.environ.get("SLURM_JOB_ID")
+        if job_id is None:
+            raise RuntimeError(f"pre-finetuning on {nodes} nodes (resources.prefinetune.nodes) runs inside a Slurm "
+                               "job only: run Snakemake with the Slurm profile (--profile slurm)")
+        command = multinode_command(job_path, nodes, processes, gpus, threads, job_id, socket.gethostname())
     env = {**os.environ, "OMP_NUM_THREADS": str(max(threads // processes, 1))}
-    proc = subprocess.Popen(torchrun_command(job_path, processes), env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
     forwarded = []
 
     def forward(signum, frame):

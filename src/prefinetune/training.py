@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import socket
 import sys
 import time
 from pathlib import Path
@@ -159,7 +160,7 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
             tmp.write_text("\n".join(log_rows) + "\n")
     # the last step is always logged, so mean_loss is the final logged loss
     return {"steps": steps, "final_loss": round(mean_loss, 6), "seconds": round(time.time() - start, 1),
-            "processes": world, "resumed_after": done}
+            "processes": world, "hosts": sorted(set(distributed.gather(socket.gethostname()))), "resumed_after": done}
 
 
 @torch.no_grad()
