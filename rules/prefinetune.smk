@@ -15,7 +15,6 @@ rule prefinetune:
         settings=prefinetune_settings,
         model=MODEL,
         checkpoints="checkpoints/{root}/prefinetune/k{k}/draw{draw}",
-        launch={"nodes": RES["prefinetune"]["nodes"], "gpus": RES["prefinetune"]["gpus"]},
     conda:
         "../envs/prefinetune.yaml"
     log:

@@ -186,3 +186,8 @@ def test_several_nodes_need_a_slurm_job(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     with pytest.raises(RuntimeError, match=r"resources\.prefinetune\.nodes.*--profile slurm"):
         launch.run(tmp_path / "job.json", processes=1, nodes=2)
+
+
+@pytest.mark.parametrize("gres, gpus", [("gpu:4", 4), ("gpu:a100:4", 4), ("gpu", 1), ("", 0), ("tmpdisk:10,gpu:2", 2)])
+def test_gpus_per_node_of_a_gres_request(gres, gpus):
+    assert launch.gres_gpus(gres) == gpus

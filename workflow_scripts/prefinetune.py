@@ -1,5 +1,6 @@
 """Snakemake entry point: pre-finetune one model on one task subset: one process, one per GPU, or one per GPU
-on each of several nodes (params.launch, from config.yaml's resources.prefinetune)."""
+on each of several nodes, as the job's resources ask (from config.yaml's resources.prefinetune; resources,
+unlike params, do not make finished jobs rerun when they change)."""
 import sys
 from pathlib import Path
 
@@ -13,7 +14,8 @@ tasks = snakemake.params.tasks
 args = dict(tasks=tasks, tokenized=dict(zip([t.name for t in tasks], snakemake.input.data)),
             base_model=snakemake.input.base, settings=snakemake.params.settings, out_dir=snakemake.output.model,
             log_tsv=snakemake.output.log_tsv, checkpoint_dir=snakemake.params.checkpoints)
-nodes, gpus = snakemake.params.launch["nodes"], snakemake.params.launch["gpus"]
+nodes = int(snakemake.resources.get("nodes", 1))
+gpus = int(snakemake.resources.get("gpu", 0)) if nodes == 1 else launch.gres_gpus(snakemake.resources.get("gres", ""))
 processes = max(gpus, 1)  # per node
 
 with logging_to(snakemake.log[0]) as log:

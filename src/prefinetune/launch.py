@@ -39,6 +39,15 @@ def read_job(path: str | Path) -> dict:
     return job
 
 
+def gres_gpus(gres: str) -> int:
+    """GPUs per node of a Slurm --gres request: 'gpu:4' and 'gpu:a100:4' -> 4, 'gpu' -> 1, '' -> 0."""
+    for item in filter(None, gres.split(",")):
+        name, *rest = item.split(":")
+        if name == "gpu":
+            return int(rest[-1]) if rest and rest[-1].isdigit() else 1
+    return 0
+
+
 def torchrun_command(job_path: str | Path, processes: int) -> list[str]:
     """One node: torchrun starts ``processes`` workers here."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),

@@ -52,9 +52,10 @@ launch() {
     kill -0 $! 2>/dev/null || die "$name exited at once: $(tail -5 "$STATE/log/$name.out")"
 }
 
-render() {  # render TEMPLATE DEST: fill in the placeholders of a template
+render() {  # render TEMPLATE DEST: fill in the placeholders of a template (@MULTINODES@: a file's lines)
     sed -e "s|@STATE@|$STATE|g" -e "s|@GPUS@|$GPUS|g" -e "s|@LASTGPU@|$((GPUS - 1))|g" \
-        -e "s|@DBPORT@|$DBPORT|g" -e "s|@DBPASS@|$DBPASS|g" -e "s|@NODE@|$NODE|g" -e "/@MULTINODES@/{r $STATE/multinodes.conf" -e "d}" "$HERE/$1" >"$2"
+        -e "s|@DBPORT@|$DBPORT|g" -e "s|@DBPASS@|$DBPASS|g" -e "s|@NODE@|$NODE|g" \
+        -e "/@MULTINODES@/{r $STATE/multinodes.conf" -e "d}" "$HERE/$1" >"$2"
 }
 
 # Nodes node1..node$MULTI: their lines in slurm.conf (@MULTINODES@). The controller is reached at the bridge's
