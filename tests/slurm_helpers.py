@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pandas as pd
 import pytest
@@ -68,6 +69,19 @@ def sacct(since: str) -> pd.DataFrame:
     rows = [line.split("|") for line in out.splitlines() if line]
     jobs = pd.DataFrame(rows, columns=SACCT_FIELDS, dtype=str)
     jobs["rule"] = jobs.Comment.str.extract(r"^rule_([a-z_]+?)(?:_wildcards_.*)?$", expand=False)
+    return jobs
+
+
+def accounted_jobs(since: str, count: int, rule: str | None = None, seconds: int = 30) -> pd.DataFrame:
+    """sacct(since), only ``rule``'s jobs if given, once it has ``count`` of them with their requested and
+    allocated resources recorded (slurmdbd may lag behind slurmctld); what it has after ``seconds`` otherwise."""
+    for _ in range(seconds):
+        jobs = sacct(since)
+        if rule is not None:
+            jobs = jobs[jobs.rule == rule]
+        if len(jobs) >= count and not ((jobs.ReqTRES == "") | (jobs.AllocTRES == "")).any():
+            break
+        time.sleep(1)
     return jobs
 
 

@@ -22,10 +22,9 @@ from safetensors.torch import load_file
 from prefinetune import checkpoint, launch
 from prefinetune.config import DEFAULT_TRAIN
 from prefinetune.data import download, tokenize
-from prefinetune.heads import HEADS_WEIGHTS
 from prefinetune.models import fetch, texts_of
 from prefinetune.tasks import load_registry
-from workflow_helpers import without_dropout
+from workflow_helpers import model_weights, without_dropout
 
 MAX_LENGTH = 32
 REGISTRY = {
@@ -75,8 +74,7 @@ def start_one_process(run):
 
 
 def weights(run) -> dict[str, torch.Tensor]:
-    return {**load_file(str(run / "model" / "model.safetensors")),
-            **{f"heads.{k}": v for k, v in load_file(str(run / "model" / HEADS_WEIGHTS)).items()}}
+    return model_weights(run / "model")
 
 
 def log_columns(run, drop_seconds=True) -> list[list[str]]:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from datetime import datetime
 
 import pandas as pd
 import pytest
 
-from slurm_helpers import MARKS, TEST_CLUSTER, require_cluster, sacct, tres, write_test_profile
+from slurm_helpers import MARKS, TEST_CLUSTER, accounted_jobs, require_cluster, tres, write_test_profile
 from workflow_helpers import REPO, SNAKEMAKE, job_counts, load_config, make_workdir
 
 
@@ -40,11 +39,7 @@ def slurm_run(tmp_path_factory):
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     # The submitted jobs, from Slurm's accounting; slurmdbd may lag behind slurmctld by a moment.
     expected = sum(n for rule, n in job_counts(_dry_run(workdir)).items() if rule in NON_LOCAL)
-    for _ in range(30):
-        jobs = sacct(since)
-        if len(jobs) >= expected and not (jobs.ReqTRES == "").any():
-            break
-        time.sleep(1)
+    jobs = accounted_jobs(since, expected)
     return {"workdir": workdir, "profile": profile, "jobs": jobs, "log": result.stderr}
 
 

@@ -23,9 +23,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from prefinetune.heads import HEADS_WEIGHTS
-from slurm_helpers import MARKS, job_steps, require_cluster, sacct, tres, write_test_profile
-from workflow_helpers import REPO, SNAKEMAKE, load_config, make_workdir, snakemake, without_dropout
+from slurm_helpers import MARKS, accounted_jobs, job_steps, require_cluster, sacct, tres, write_test_profile
+from workflow_helpers import REPO, SNAKEMAKE, load_config, make_workdir, model_weights, snakemake, without_dropout
 
 pytestmark = MARKS
 TARGET = "results/prefinetune/k3/draw1"
@@ -42,9 +41,9 @@ def experiment(base, nodes: int, max_steps: int) -> dict:
     return config
 
 
-def weights(model_dir) -> dict[str, torch.Tensor]:
-    return {**load_file(str(model_dir / "model.safetensors")),
-            **{f"heads.{k}": v for k, v in load_file(str(model_dir / HEADS_WEIGHTS)).items()}}
+def train_log(workdir) -> list[list[str]]:
+    """The target's loss log without its header: step, loss, lr, tasks_in_update (seconds dropped)."""
+    return [row.split("\t")[:4] for row in (workdir / TARGET / "train_log.tsv").read_text().splitlines()[1:]]
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +83,9 @@ def finish(proc) -> str:
 
 def prefinetune_jobs(since: str, count: int):
     """The prefinetune jobs submitted since ``since``, once Slurm's accounting has all ``count`` of them."""
-    for _ in range(30):
-        jobs = sacct(since)
-        jobs = jobs[jobs.rule == "prefinetune"]
-        if len(jobs) >= count and not (jobs.AllocTRES == "").any():
-            return jobs.reset_index(drop=True)
-        time.sleep(1)
-    raise AssertionError(f"expected {count} prefinetune jobs in sacct since {since}:\n{sacct(since).to_string()}")
+    jobs = accounted_jobs(since, count, rule="prefinetune")
+    assert len(jobs) >= count, f"expected {count} prefinetune jobs in sacct since {since}:\n{sacct(since).to_string()}"
+    return jobs.reset_index(drop=True)
 
 
 # Parameters whose gradient is zero in exact arithmetic: a softmax does not change when the same number is
@@ -111,7 +106,7 @@ def running_prefinetune_job(workdir) -> str:
 
 
 def assert_same_weights(multi_dir, local_dir):
-    w_multi, w_local = weights(multi_dir), weights(local_dir)
+    w_multi, w_local = model_weights(multi_dir), model_weights(local_dir)
     assert w_multi.keys() == w_local.keys()
     compared = [k for k in w_local if not k.endswith(SHIFT_INVARIANT)]
     assert len(compared) > len(w_local) - 4
@@ -141,12 +136,11 @@ def test_two_nodes_train_like_one_process(setup):
     local_model = local / TARGET / "model"
     assert json.loads((local_model / "prefinetune.json").read_text())["processes"] == 1
     initial = load_file(str(base / "model.safetensors"))
-    moved = max((weights(local_model)[k] - initial[k]).abs().max().item() for k in initial)
+    moved = max((model_weights(local_model)[k] - initial[k]).abs().max().item() for k in initial)
     assert moved > 1e-2  # far beyond the tolerance of the comparison
     assert_same_weights(workdir / TARGET / "model", local_model)
-    log = lambda d: [row.split("\t")[:4] for row in (d / TARGET / "train_log.tsv").read_text().splitlines()[1:]]
-    assert [r[3] for r in log(workdir)] == [r[3] for r in log(local)]  # tasks per update: the same batches
-    assert [float(r[1]) for r in log(workdir)] == pytest.approx([float(r[1]) for r in log(local)], abs=1e-5)
+    assert [r[3] for r in train_log(workdir)] == [r[3] for r in train_log(local)]  # the same batches
+    assert [float(r[1]) for r in train_log(workdir)] == pytest.approx([float(r[1]) for r in train_log(local)], abs=1e-5)
 
 
 def test_stopped_on_two_nodes_the_retry_resumes_to_the_weights_of_an_uninterrupted_run(setup):
@@ -176,8 +170,7 @@ def test_stopped_on_two_nodes_the_retry_resumes_to_the_weights_of_an_uninterrupt
     log = (stopped / "logs" / f"{TARGET}.log").read_text()
     assert f"resuming from checkpoints/{TARGET} after update {summary['resumed_after']} of {steps}" in log, err[-3000:]
     assert not state.parent.exists()  # removed once the model is written
-    w_full, w_resumed = weights(full / TARGET / "model"), weights(stopped / TARGET / "model")
+    w_full, w_resumed = model_weights(full / TARGET / "model"), model_weights(stopped / TARGET / "model")
     assert w_full.keys() == w_resumed.keys()
     assert all(torch.equal(w_full[k], w_resumed[k]) for k in w_full), f"resumed after {summary['resumed_after']}"
-    rows = lambda d: [r.split("\t")[:4] for r in (d / TARGET / "train_log.tsv").read_text().splitlines()]
-    assert rows(stopped) == rows(full)
+    assert train_log(stopped) == train_log(full)

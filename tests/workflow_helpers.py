@@ -54,3 +54,13 @@ def without_dropout(model_dir, out_dir):
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (out_dir / "config.json").write_text(json.dumps(config))
     return out_dir
+
+
+def model_weights(model_dir: Path) -> dict:
+    """Encoder and heads of a saved model (heads prefixed ``heads.``), as tensors by name."""
+    from safetensors.torch import load_file
+
+    from prefinetune.heads import HEADS_WEIGHTS
+
+    return {**load_file(str(model_dir / "model.safetensors")),
+            **{f"heads.{k}": v for k, v in load_file(str(model_dir / HEADS_WEIGHTS)).items()}}
