@@ -1,6 +1,7 @@
 """config.yaml and registry validation: every mistake stops with one line naming the field."""
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,15 @@ def test_demo_registry_loads():
         assert task.text == tuple(raw[name]["text"])
         assert task.num_labels == raw[name].get("num_labels", 0)  # span tasks have none
         assert (task.type == "regression") == (task.num_labels == 1)
+
+
+def test_paper_registry_pins_every_hub_revision_to_a_commit():
+    """tasks.yaml: every hub dataset is pinned to a full commit sha (a branch such as main moves under a run)."""
+    tasks = load_registry(REPO / "tasks.yaml")
+    hub = {name: t.source for name, t in tasks.items() if "hub" in t.source}
+    assert len(hub) == len(tasks) == 41
+    unpinned = {name: s.get("revision") for name, s in hub.items()
+                if not re.fullmatch(r"[0-9a-f]{40}", str(s.get("revision")))}
+    assert not unpinned
+    mrqa = [t for t in tasks.values() if t.source["hub"] == "mrqa-workshop/mrqa"]
+    assert len(mrqa) == 5 and all(t.answer_format == "mrqa" and "subset" in t.source["filter"] for t in mrqa)

@@ -62,15 +62,25 @@ def squad_like(seed, split, n):
     return pd.DataFrame({"id": [f"s{i}" for i in range(n)], "title": "t", **cols})
 
 
-def mrqa_like(seed, split, n):
-    """MRQA's layout; every other row belongs to another source ('SearchQA') that the task filters out."""
+def mrqa_like(seed, split, n, subsets=("NewsQA", "SearchQA")):
+    """MRQA's layout; every other row belongs to another source ('SearchQA') that the task filters out. MRQA's
+    test split holds only out-of-domain sources (``subsets=("BioASQ", "DROP")``)."""
     cols = generate_spans(seed, split, n, span_length=1, passage_words=[25, 45])
     detected = [{"text": a["text"], "char_spans": [{"start": [s], "end": [s + len(t) - 1]}  # inclusive ends
                                                    for s, t in zip(a["answer_start"], a["text"])]}
                 for a in cols["answers"]]
-    return pd.DataFrame({"subset": ["NewsQA", "SearchQA"] * (n // 2), "context": cols["context"],
+    return pd.DataFrame({"subset": list(subsets) * (n // 2), "context": cols["context"],
                          "question": cols["question"], "qid": [str(i) for i in range(n)],
                          "detected_answers": detected, "answers": [a["text"] for a in cols["answers"]]})
+
+
+def race_like(seed, split, n):
+    """RACE's layout: a long article (longer than MAX_LENGTH tokens), a question, 4 options, a letter answer."""
+    cols = generate_choices(seed, split, n, choices=[4])
+    articles = generate_spans(seed, split, n, span_length=1, passage_words=[60, 90])["context"]
+    questions = [" ".join(q.split()[:3]) for q in cols["context"]]  # short: the tiny tokenizer splits words finely
+    return pd.DataFrame({"example_id": [f"r{i}" for i in range(n)], "article": articles, "question": questions,
+                         "options": cols["choices"], "answer": [LETTERS[y] for y in cols["label"]]})
 
 
 def nli_like(seed, split, n):
@@ -86,6 +96,9 @@ FIXTURES = {  # name: (row maker, registry entry without source, train size)
                        "metric": "accuracy"}, 90),
     "piqa": (piqa_like, {"type": "multiple_choice", "text": ["goal"], "choices": ["sol1", "sol2"], "label": "label",
                          "num_labels": 2, "metric": "accuracy"}, 60),
+    "race": (race_like, {"type": "multiple_choice", "text": ["article", "question"], "choices": "options",
+                         "label": "answer", "label_map": {c: i for i, c in enumerate("ABCD")}, "num_labels": 4,
+                         "metric": "accuracy"}, 40),
     "squad": (squad_like, {"type": "span", "text": ["question", "context"], "label": "answers", "metric": "f1"}, 80),
     "newsqa": (mrqa_like, {"type": "span", "text": ["question", "context"], "label": "detected_answers",
                            "answer_format": "mrqa", "metric": "exact_match"}, 80),
@@ -102,6 +115,8 @@ def prepared(tmp_path_factory):
     entries, frames = {}, {}
     for seed, (name, (make, entry, n)) in enumerate(FIXTURES.items(), start=50):
         frames[name] = {"train": make(seed, 0, n), "validation": make(seed, 1, 30)}
+        if name == "newsqa":  # as in MRQA, the test split holds other sources only (unused, and no reason to stop)
+            frames[name]["test"] = mrqa_like(seed, 2, 10, subsets=("BioASQ", "DROP"))
         folder = write_hub_folder(root / "hub" / name, frames[name])
         source = {"hub": str(folder)}
         if name == "newsqa":
@@ -112,7 +127,7 @@ def prepared(tmp_path_factory):
         tasks = registry(root, **entries)
         for name, task in tasks.items():
             download(task, root / "raw" / name)
-        texts = [t for name in ("piqa", "squad", "nli") for df in frames[name].values()
+        texts = [t for name in ("piqa", "squad", "nli", "race") for df in frames[name].values()
                  for col in df.columns if df[col].dtype == object and isinstance(df[col].iloc[0], str)
                  for t in df[col]]
         fetch({"name": "tiny", "build": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -126,14 +141,19 @@ def test_each_family_is_stored_in_its_layout(prepared):
     root, tasks, frames = prepared
     raw = {name: datasets.load_from_disk(str(root / "raw" / name)) for name in tasks}
     arc = raw["arc"]["train"]
-    assert sorted(arc.column_names) == ["choices", "context", "label"]
+    assert sorted(arc.column_names) == ["choices", "context", "label", "question"]
+    assert arc["context"] == list(frames["arc"]["train"]["question"]) and set(arc["question"]) == {""}
+    race = raw["race"]["train"]  # [article, question]: the passage and the question stay apart
+    assert race["context"] == list(frames["race"]["train"]["article"])
+    assert race["question"] == list(frames["race"]["train"]["question"])
     assert arc["label"] == ["ABCDE".index(k) for k in frames["arc"]["train"]["answerKey"]]
     assert {len(c) for c in arc["choices"]} == {3, 4, 5}
     assert raw["piqa"]["train"][0]["choices"] == [frames["piqa"]["train"]["sol1"][0], frames["piqa"]["train"]["sol2"][0]]
     squad = raw["squad"]["validation"]
     assert sorted(squad.column_names) == ["answers", "context", "question"]
     newsqa = raw["newsqa"]["train"]
-    assert len(newsqa) == 40  # only the NewsQA half of the MRQA-style rows
+    assert sorted(raw["newsqa"]) == ["train", "validation"]  # the test split (other sources) is not kept
+    assert len(newsqa) == 40 and len(raw["newsqa"]["validation"]) == 15  # only the NewsQA half of the rows
     for row in newsqa:  # inclusive MRQA spans became SQuAD starts that point at the exact text
         a = row["answers"]
         assert row["context"][a["answer_start"][0]:a["answer_start"][0] + len(a["text"][0])] == a["text"][0]
@@ -150,6 +170,30 @@ def test_tokenized_rows_per_family(prepared):
     assert len(squad) > 80 and max(len(r) for r in squad["input_ids"]) == MAX_LENGTH  # long passages: windows
     assert set(squad.column_names) == {"input_ids", "start_positions", "end_positions", "offsets", "example"}
     assert len(load_tokenized(root / "tok" / "squad", "validation_examples")) == 30
+
+
+def test_truncation_cuts_the_passage_and_keeps_question_and_option(prepared, tmp_path):
+    """RACE's articles are longer than max_length; every (article, question + option) row must still end with the
+    whole question and option, and only the article is cut."""
+    from transformers import AutoTokenizer
+
+    root, tasks, _ = prepared
+    max_length = 128  # the tiny tokenizer splits words finely: room for a question, an option and some article
+    tokenize(tasks["race"], root / "raw" / "race", root / "model", tmp_path / "race", max_length)
+    tokenizer = AutoTokenizer.from_pretrained(str(root / "model"))
+    raw = datasets.load_from_disk(str(root / "raw" / "race"))
+    for split in ("train", "validation"):
+        rows = load_tokenized(tmp_path / "race", split)["input_ids"]
+        assert len(rows) == len(raw[split])
+        for choices, example in zip(rows, raw[split]):
+            article = tokenizer(example["context"], add_special_tokens=False)["input_ids"]
+            assert len(article) > max_length  # the fixture's passages do not fit
+            for row, option in zip(choices, example["choices"], strict=True):
+                ending = tokenizer(f"{example['question']} {option}", add_special_tokens=False)["input_ids"]
+                assert len(row) == max_length
+                assert row[-1 - len(ending):-1] == ending  # question and option whole, before the final </s>
+                kept = row[1:len(row) - len(ending) - 3]  # <s> passage </s></s> ending </s>
+                assert len(kept) >= len(ending) and kept == article[:len(kept)]  # only the passage's end is cut
 
 
 def test_three_families_train_together_in_heterogeneous_batches(prepared, tmp_path):
@@ -237,16 +281,27 @@ def test_misplaced_answer_is_reported(tmp_path):
         download(registry(tmp_path, sq=entry)["sq"], tmp_path / "raw")
 
 
-def test_mrqa_spans_must_point_at_their_text(tmp_path):
+def test_mrqa_spans_give_the_answer_text_and_differences_are_counted(tmp_path, capsys):
+    """MRQA's detected text is normalised; its character span is what it found in the passage. A row whose text
+    differs from the span's is kept with the span's text and counted; a span outside the passage stops the task."""
     frames = {"train": mrqa_like(1, 0, 10), "validation": mrqa_like(1, 1, 6)}
     shifted = frames["train"].at[4, "detected_answers"]
     span = shifted["char_spans"][0]
     frames["train"].at[4, "detected_answers"] = {**shifted, "char_spans": [{"start": [span["start"][0] + 1],
                                                                             "end": [span["end"][0] + 1]}]}
-    folder = write_hub_folder(tmp_path / "mrqa", frames)
-    entry = {"source": {"hub": str(folder)}, **FIXTURES["newsqa"][1]}
-    with pytest.raises(ConfigError, match="is not the passage's text at"):
-        download(registry(tmp_path, n=entry)["n"], tmp_path / "raw")
+    entry = {"source": {"hub": str(write_hub_folder(tmp_path / "mrqa", frames)), "filter": {"subset": "NewsQA"}},
+             **FIXTURES["newsqa"][1]}
+    download(registry(tmp_path, n=entry)["n"], tmp_path / "raw")
+    assert "split 'train': 1 of 5 rows have an MRQA answer text that differs" in capsys.readouterr().out
+    train = datasets.load_from_disk(str(tmp_path / "raw"))["train"]
+    context, start = train[2]["context"], span["start"][0] + 1  # row 4 of the source is the 3rd NewsQA row
+    assert train[2]["answers"] == {"text": [context[start:span["end"][0] + 2]], "answer_start": [start]}
+
+    frames["train"].at[6, "detected_answers"] = {**shifted, "char_spans": [{"start": [5], "end": [10 ** 6]}]}
+    entry["source"]["hub"] = str(write_hub_folder(tmp_path / "mrqa2", frames))
+    with pytest.raises(ConfigError, match=r"split 'train', row 3 \(after source.filter\): answer span 5\.\.1000000 lies outside the passage"):
+        download(registry(tmp_path, n=entry)["n"], tmp_path / "raw2")
+    assert not (tmp_path / "raw2").exists()
 
 
 def test_a_filter_that_keeps_nothing_is_an_error(tmp_path):

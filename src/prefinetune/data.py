@@ -4,19 +4,26 @@
 experiment uses (renamed to ``train``/``validation``), in one layout per task type:
 
   classification, regression   the text column(s) and ``label`` as the registry names them
-  multiple_choice              ``context`` (str), ``choices`` (list of str), ``label`` (index of the answer)
+  multiple_choice              ``context`` (the passage, str), ``question`` (str, "" when the entry names one
+                               text column), ``choices`` (list of str), ``label`` (index of the answer)
   span                         ``question``, ``context``, ``answers`` ({text: [...], answer_start: [...]})
 
 ``tokenize`` stores ``input_ids`` per row, truncated, unpadded (batches are padded dynamically): one
 sequence for a sentence (pair), one per choice for multiple choice, and one row per passage window for
 span extraction (see :mod:`prefinetune.spans`). Both are memory-mapped Arrow on disk, shared by every
-subset and fine-tuning run.
+subset and fine-tuning run. What truncation may cut:
+  sentence (pair)              the longer of the two sentences, from its end (``longest_first``)
+  multiple_choice              only the passage, from its end: each row is (passage, question + choice) and
+                               the question and the choice are kept whole (RACE's articles exceed max_length)
+  span                         nothing of the passage (it is cut into overlapping windows); a question longer
+                               than (max_length - doc_stride) / 2 tokens loses its end
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .evaluation import normalize_answer
 from .io import atomic_path
 from .tasks import ConfigError, Task
 
@@ -44,9 +51,26 @@ def load_source(task: Task, repo: str | Path = "."):
                 raise ConfigError(f"task {task.name}: source.files.{split}: unsupported file type '{path.suffix}'")
             kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
             splits[split] = datasets.load_dataset(builder, data_files={split: str(path)}, split=split, **kwargs)
-        return datasets.DatasetDict(splits)
+        return apply_filter(used_splits(datasets.DatasetDict(splits), task), task)
     raw = datasets.load_dataset(src["hub"], src.get("config"), revision=src.get("revision"))
-    for column, value in src.get("filter", {}).items():
+    return apply_filter(used_splits(raw, task), task)
+
+
+def used_splits(raw, task: Task):
+    """The splits the task reads, under their source names (other splits, e.g. an unlabelled test, are dropped)."""
+    from datasets import DatasetDict
+
+    names = list(dict.fromkeys(task.splits[canonical] for canonical in SPLITS))
+    for name in names:
+        if name not in raw:
+            raise ConfigError(f"task {task.name}: split '{name}' not found (has {sorted(raw)})")
+    return DatasetDict({name: raw[name] for name in names})
+
+
+def apply_filter(raw, task: Task):
+    """``source.filter``: keep the rows whose columns equal the given values (e.g. one source of MRQA). Applied to
+    the used splits only: MRQA's test split holds other sources, and is no reason to stop."""
+    for column, value in task.source.get("filter", {}).items():
         for split, ds in raw.items():
             if column not in ds.column_names:
                 raise ConfigError(f"task {task.name}: source.filter: split '{split}' has no column '{column}'")
@@ -77,10 +101,16 @@ def select_splits(raw, task: Task):
                 raise ConfigError(f"task {task.name}: split '{name}' has no column '{column}' (has {ds.column_names})")
         ds = ds.select_columns(input_columns(task))
         where = f"task {task.name}: split '{name}'"
+        row_of = "row {} (after source.filter)" if task.source.get("filter") else "row {}"
         if task.type == "multiple_choice":
-            ds = ds.map(lambda row: choice_row(row, task, where), remove_columns=ds.column_names, desc="choices")
+            ds = ds.map(lambda row, i: choice_row(row, task, f"{where}, {row_of.format(i)}"), with_indices=True,
+                        remove_columns=ds.column_names, desc="choices")
         elif task.type == "span":
-            ds = ds.map(lambda row: span_row(row, task, where), remove_columns=ds.column_names, desc="answers")
+            ds = ds.map(lambda row, i: span_row(row, task, f"{where}, {row_of.format(i)}"), with_indices=True,
+                        remove_columns=ds.column_names, desc="answers")
+            if task.answer_format == "mrqa":
+                report_mrqa_differences(ds, where, bool(task.source.get("filter")))
+                ds = ds.remove_columns("text_differs")
         else:
             if task.label_map is not None:
                 features = ds.features.copy()
@@ -121,19 +151,24 @@ def choice_row(row: dict, task: Task, where: str) -> dict:
         raise ConfigError(f"{where}: a row has {len(choices)} choices; {task.name}.num_labels allows 2..{task.num_labels}")
     if not isinstance(label, int) or not 0 <= label < len(choices):
         raise ConfigError(f"{where}: label {label!r} out of range 0..{len(choices) - 1} (the row's choices)")
-    context = " ".join(str(row[c]) for c in task.text)
-    return {"context": context, "choices": [str(c) for c in choices], "label": label}
+    context, question = (str(row[c]) for c in task.text) if len(task.text) == 2 else (str(row[task.text[0]]), "")
+    return {"context": context, "question": question, "choices": [str(c) for c in choices], "label": label}
 
 
 def span_row(row: dict, task: Task, where: str) -> dict:
     """One span row in SQuAD's layout; every answer must be the passage's text at its start offset."""
     question, context = (row[c] for c in task.text)
     answers = row[task.label]
+    differs = 0
     if task.answer_format == "mrqa":  # detected_answers: {text, char_spans: [{start: [..], end: [..]}]}, inclusive ends
         spans = [(s["start"][0], s["end"][0] + 1) for s in answers["char_spans"]]
-        for (a, b), text in zip(spans, answers["text"]):  # MRQA's text may differ in case from the passage's
-            if context[a:b].lower() != text.lower():
-                raise ConfigError(f"{where}: answer {text!r} is not the passage's text at {a}..{b - 1} ({context[a:b]!r})")
+        for a, b in spans:
+            if not 0 <= a < b <= len(context):
+                raise ConfigError(f"{where}: answer span {a}..{b - 1} lies outside the passage ({len(context)} characters)")
+        # MRQA's text is a normalised string; the span is what MRQA located in the passage, so the span's text is
+        # the answer. Rows whose two strings differ even after SQuAD's normalisation are counted and reported.
+        differs = int(any(normalize_answer(context[a:b]) != normalize_answer(text)
+                          for (a, b), text in zip(spans, answers["text"])))
         answers = {"text": [context[a:b] for a, b in spans], "answer_start": [a for a, _ in spans]}
     texts, starts = list(answers["text"]), list(answers["answer_start"])
     if len(texts) != len(starts):
@@ -141,7 +176,17 @@ def span_row(row: dict, task: Task, where: str) -> dict:
     for text, start in zip(texts, starts):
         if context[start:start + len(text)] != text:
             raise ConfigError(f"{where}: answer {text!r} is not the passage's text at offset {start}")
-    return {"question": question, "context": context, "answers": {"text": texts, "answer_start": starts}}
+    row = {"question": question, "context": context, "answers": {"text": texts, "answer_start": starts}}
+    return {**row, "text_differs": differs} if task.answer_format == "mrqa" else row
+
+
+def report_mrqa_differences(ds, where: str, filtered: bool) -> None:
+    """One line in the download log: how many rows' MRQA answer text differs from the passage's text at its span."""
+    flags = ds["text_differs"]
+    rows = [i for i, f in enumerate(flags) if f]
+    if rows:
+        print(f"{where}: {len(rows)} of {len(flags)} rows have an MRQA answer text that differs from the passage's "
+              f"text at its span after normalisation (the span's text is used); first rows{' (after source.filter)' if filtered else ''}: {rows[:5]}")
 
 
 def download(task: Task, out_dir: str | Path, repo: str | Path = ".") -> None:
@@ -163,9 +208,16 @@ def tokenize(task: Task, raw_dir: str | Path, tokenizer_dir: str | Path, out_dir
 
         encode = windows(tokenizer, max_length, doc_stride)
     elif task.type == "multiple_choice":
-        def encode(batch):
-            ids = [tokenizer([c] * len(ch), ch, truncation=True, max_length=max_length)["input_ids"]
-                   for c, ch in zip(batch["context"], batch["choices"])]
+        from .spans import clip
+
+        room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - 1  # >= 1 passage token stays
+
+        def encode(batch):  # (passage, question + choice), cutting only the passage: only_first
+            ids = []
+            for passage, question, choices in zip(batch["context"], batch["question"], batch["choices"]):
+                endings = [clip(tokenizer, f"{question} {c}" if question else c, room) for c in choices]
+                ids.append(tokenizer([passage] * len(endings), endings, truncation="only_first",
+                                     max_length=max_length)["input_ids"])
             return {"input_ids": ids, "label": batch["label"]}
     else:
         def encode(batch):
