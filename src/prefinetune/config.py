@@ -207,13 +207,14 @@ class Experiment:
 
 
 def _check_model_source(model, where) -> None:
-    """Exactly one of hub, path and build; two at once are named with the file that set each."""
+    """Exactly one of hub, path and build. (Across files none is given twice: a later file's model section
+    that names a source replaces the earlier section, see :func:`merge_sources`.)"""
     if not isinstance(model, dict):
         return  # the schema says what is wrong
     given = [key for key in MODEL_SOURCES if key in model]
     if len(given) > 1:
-        which = " and ".join(f"{key} (from {where(('model', key))})" for key in given)
-        raise ConfigError(f"{where(('model', given[1]))}: model: {which} given at once; give one of hub, path, build")
+        raise ConfigError(f"{where(('model', given[-1]))}: model: {' and '.join(given)} given at once; "
+                          "give one of hub, path, build")
     if not given:
         raise ConfigError(f"{where(('model',))}: model: give one of hub, path, build")
 

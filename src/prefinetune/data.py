@@ -49,7 +49,11 @@ def load_source(task: Task, repo: str | Path = "."):
                 raise ConfigError(f"task {task.name}: source.files.{split}: unsupported file type '{path.suffix}'")
             splits[split] = load_file(task, split, path, name)
         return datasets.DatasetDict(splits)
-    raw = datasets.load_dataset(src["hub"], src.get("config"), revision=src.get("revision"))
+    try:
+        raw = datasets.load_dataset(src["hub"], src.get("config"), revision=src.get("revision"))
+    except (datasets.exceptions.DatasetGenerationError, ValueError) as error:
+        _raise_if_empty(error, f"task {task.name}: {src['hub']}")
+        raise
     for column, value in src.get("filter", {}).items():
         for split, ds in raw.items():
             if column not in ds.column_names:
@@ -85,12 +89,27 @@ def load_file(task: Task, split: str, path: Path, name: str):
     try:
         return datasets.load_dataset(FILE_BUILDERS[path.suffix.lstrip(".")], data_files={split: str(path)},
                                      split=split, **kwargs)
-    except datasets.exceptions.DatasetGenerationError:
+    except (datasets.exceptions.DatasetGenerationError, ValueError) as error:
+        _raise_if_empty(error, where)
+        if not isinstance(error, datasets.exceptions.DatasetGenerationError):
+            raise
         bad = _bad_json_line(data.decode("utf-8"), path.suffix) if path.suffix in (".jsonl", ".json") else None
         if bad is None:
             raise  # not a mistake this check knows: the datasets library's own error
         line, problem = bad
         raise ConfigError(f"{where}: line {line}: {problem}") from None
+
+
+def _raise_if_empty(error: Exception, where: str) -> None:
+    """The datasets library's two ways of saying that a split has no rows, as one line."""
+    import re
+
+    cause = str(error.__cause__ or error)
+    named = re.fullmatch(r'Instruction "(.+)" corresponds to no data!', str(error))
+    if named:
+        raise ConfigError(f"{where}: no rows (split '{named.group(1)}' needs some)") from None
+    if "BatchSize must be greater than 0" in cause:  # a parquet file without rows
+        raise ConfigError(f"{where}: a split has no rows ({cause})") from None
 
 
 def _bad_json_line(text: str, suffix: str):

@@ -79,7 +79,7 @@ def schema_error_message(error: jsonschema.ValidationError, where) -> str:
 
     ``where`` is a file name, or a function of the field's path giving the file the value came from.
     """
-    path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".") or "(top level)"
     source = where(tuple(error.absolute_path)) if callable(where) else where
     return f"{source}: {path}: {_explain(error)}"
 
