@@ -344,9 +344,19 @@ def test_yaml_error_in_registry_names_file_line_and_column(tmp_path):
     registry.write_text((REPO / "demo" / "tasks.yaml").read_text().replace("type: classification", "type: [classification", 1))
     workdir = make_workdir(tmp_path / "wd", demo_with(registry=str(registry)))
     code, line, result = run_workflow(workdir)
-    assert code == 1
-    assert line.startswith(f"Config error: {registry}: line "), line
+    # line 6 opens the list; PyYAML notices on line 7 (text: [sentence]), at its colon
+    assert (code, line) == (1, f"Config error: {registry}: line 7, column 7: expected ',' or ']', but got ':'")
     assert "common.smk" not in result.stderr
+    assert_no_job_started(workdir, result)
+
+
+def test_float_in_the_registry_names_the_registry_file(tmp_path):
+    registry = tmp_path / "tasks.yaml"
+    registry.write_text((REPO / "demo" / "tasks.yaml").read_text().replace("num_labels: 2\n", "num_labels: 2.0\n", 1))
+    workdir = make_workdir(tmp_path / "wd", demo_with(registry=str(registry)))
+    code, line, result = run_workflow(workdir)
+    assert (code, line) == (1, f"Config error: {registry}: syn_01.num_labels: 2.0 is a float where a whole number "
+                               "belongs; write 2")
     assert_no_job_started(workdir, result)
 
 

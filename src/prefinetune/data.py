@@ -195,8 +195,10 @@ def select_splits(raw, task: Task, repo: str | Path = "."):
             if task.label_map is not None:
                 features = ds.features.copy()
                 features[task.label] = Value("int64")
-                ds = ds.map(lambda rows, rows_i: {task.label: [map_label(y, task, where, i + 1) for y, i
-                                                               in zip(rows[task.label], rows_i)]},
+                mapping = {str(k): v for k, v in task.label_map.items()}
+                ds = ds.map(lambda rows, rows_i: {task.label: [mapping[str(y)] if y is not None and str(y) in mapping
+                                                               else map_label(y, task, where, i + 1)  # raises
+                                                               for y, i in zip(rows[task.label], rows_i)]},
                             batched=True, with_indices=True, features=features, desc="labels")
             file = task.source.get("files", {}).get(name)
             check_labels(ds, task, where, Path(repo) / file if file else None)
