@@ -315,7 +315,6 @@ def test_configfile_switches_the_model(tmp_path):
     result = snakemake(make_workdir(tmp_path / "wd"), "-n", "--configfile", str(tmp_path / "mine.yaml"))
     assert result.returncode == 0, result.stderr
     assert "resources/models/mine" in result.stdout and "tiny-roberta" not in result.stdout
-    assert "model_texts" not in result.stdout
 
 
 def test_model_given_twice_in_a_configfile_names_that_file(tmp_path):

@@ -210,7 +210,8 @@ def map_label(value, task: Task, where: str, row: int | None = None) -> int:
     mapping = {str(k): v for k, v in task.label_map.items()}
     if str(value) not in mapping or value is None:
         at = f": row {row}" if row is not None else ""
-        raise ConfigError(f"{where}{at}: column '{task.label}': label {value!r} is not in {task.name}.label_map {sorted(mapping)}")
+        problem = "the label is null" if value is None else f"label {value!r} is not in {task.name}.label_map {sorted(mapping)}"
+        raise ConfigError(f"{where}{at}: column '{task.label}': {problem}")
     return mapping[str(value)]
 
 
@@ -370,7 +371,7 @@ def download(task: Task, out_dir: str | Path, repo: str | Path = ".") -> None:
     with atomic_path(out_dir, is_dir=True) as tmp:
         data.save_to_disk(str(tmp))
         if task.label_map is not None:
-            write_json(tmp / LABEL_MAP, task.label_map)
+            write_json(tmp / LABEL_MAP, {str(k): v for k, v in task.label_map.items()})
 
 
 def tokenize(task: Task, raw_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, max_length: int,
