@@ -3,6 +3,20 @@
 # Run the embedded default:  snakemake --cores 2 --directory demo
 # Run the cluster experiment: snakemake --profile slurm results/scaling_curve.pdf
 
+import sys
+from pathlib import Path
+
+from prefinetune.tasks import ConfigError, read_yaml
+
+# A YAML mistake in config.yaml stops here, naming its line and column (Snakemake's own message names neither).
+# A --configfile is read by Snakemake before this file: its syntax errors get Snakemake's message.
+try:
+    if Path("config.yaml").is_file():
+        read_yaml("config.yaml")
+except ConfigError as error:
+    sys.exit(f"Config error: {error}")
+
+
 configfile: "config.yaml"
 
 

@@ -2,13 +2,17 @@
 import sys
 from pathlib import Path
 
-from prefinetune.config import MAIN, Experiment
+from prefinetune.config import MAIN, Experiment, config_sources
 from prefinetune.tasks import ConfigError
 
 REPO = Path(workflow.basedir)
 
+# Built from the config files themselves (not Snakemake's merge), so that every error names the file its value
+# came from, and a --configfile's model section (hub, path or build) replaces the default's instead of adding to it.
 try:
-    EXP = Experiment.from_config(config, REPO, source=workflow.configfiles[-1] if workflow.configfiles else "config")
+    SOURCES = config_sources(workflow.configfiles, workflow.config_settings.configfiles,
+                             workflow.config_settings.config, workflow.config_settings.replace_workflow_config)
+    EXP = Experiment.from_sources(SOURCES, REPO)
 except ConfigError as error:
     sys.exit(f"Config error: {error}")
 

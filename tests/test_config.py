@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prefinetune.config import DEFAULT_TRAIN, MAIN, Experiment
+from prefinetune.config import DEFAULT_TRAIN, MAIN, Experiment, merge_sources
 from prefinetune.tasks import ConfigError, load_registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,6 +170,26 @@ def test_model_needs_exactly_one_source():
     cfg = config()
     cfg["model"] = {"name": "m", "hub": "roberta-base", "path": "/models/roberta"}
     assert "model" in config_error(cfg)
+
+
+def test_a_later_model_section_naming_a_source_replaces_the_earlier_one():
+    default = {"model": {"name": "tiny", "build": {"hidden_size": 8}}, "draws": 2, "prefinetune": {"lr": 0.1, "max_steps": 5}}
+    mine = {"model": {"name": "big", "hub": "org/big"}, "prefinetune": {"lr": 0.2}}
+    merged = merge_sources([("config.yaml", default), ("mine.yaml", mine)])
+    assert merged["model"] == {"name": "big", "hub": "org/big"}  # not merged with build
+    assert merged["prefinetune"] == {"lr": 0.2, "max_steps": 5} and merged["draws"] == 2  # the rest: key by key
+    revision_only = merge_sources([("mine.yaml", mine), ("--config", {"model": {"revision": "abc"}})])
+    assert revision_only["model"] == {"name": "big", "hub": "org/big", "revision": "abc"}
+
+
+def test_errors_name_the_layer_that_set_the_value():
+    mine = {"prefinetune": {"max_steps": 0}}
+    with pytest.raises(ConfigError) as info:
+        Experiment.from_sources([("config.yaml", copy.deepcopy(DEMO)), ("mine.yaml", mine)], REPO)
+    assert str(info.value) == "mine.yaml: prefinetune.max_steps: 0 is less than the minimum of 1"
+    with pytest.raises(ConfigError) as info:  # a cross-check: the pool is the default file's
+        Experiment.from_sources([("config.yaml", config(pool=["nope"])), ("mine.yaml", {"draws": 3})], REPO)
+    assert str(info.value).startswith("config.yaml: pool[0]: unknown task 'nope'")
 
 
 # -- settings ------------------------------------------------------------------------------------------------

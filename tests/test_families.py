@@ -292,14 +292,16 @@ def test_mrqa_spans_give_the_answer_text_and_differences_are_counted(tmp_path, c
     entry = {"source": {"hub": str(write_hub_folder(tmp_path / "mrqa", frames)), "filter": {"subset": "NewsQA"}},
              **FIXTURES["newsqa"][1]}
     download(registry(tmp_path, n=entry)["n"], tmp_path / "raw")
-    assert "split 'train': 1 of 5 rows have an MRQA answer text that differs" in capsys.readouterr().out
+    assert ("split 'train' (rows after source.filter): 1 of 5 rows have an MRQA answer text that differs from the "
+            "passage's text at its span after normalisation (the span's text is used); first rows: [3]\n"
+            in capsys.readouterr().out)
     train = datasets.load_from_disk(str(tmp_path / "raw"))["train"]
     context, start = train[2]["context"], span["start"][0] + 1  # row 4 of the source is the 3rd NewsQA row
     assert train[2]["answers"] == {"text": [context[start:span["end"][0] + 2]], "answer_start": [start]}
 
     frames["train"].at[6, "detected_answers"] = {**shifted, "char_spans": [{"start": [5], "end": [10 ** 6]}]}
     entry["source"]["hub"] = str(write_hub_folder(tmp_path / "mrqa2", frames))
-    with pytest.raises(ConfigError, match=r"split 'train', row 3 \(after source.filter\): answer span 5\.\.1000000 lies outside the passage"):
+    with pytest.raises(ConfigError, match=r"split 'train' \(rows after source.filter\): row 4: answer span 5\.\.1000000 lies outside the passage"):
         download(registry(tmp_path, n=entry)["n"], tmp_path / "raw2")
     assert not (tmp_path / "raw2").exists()
 

@@ -2,19 +2,70 @@
 
 Validation has two layers: the JSON schema (``schemas/config.schema.yaml``: types, ranges, required fields)
 and the cross-checks a schema cannot express (every task is in the registry, task counts fit the pool).
-Both stop with a :class:`ConfigError` whose message is one line naming the field.
+Both stop with a :class:`ConfigError` whose message is one line naming the file the value came from and
+the field. The config may come from several files (the workflow's ``config.yaml``, then each
+``--configfile``, then ``--config``); each later one updates the earlier ones, except that a ``model``
+section naming a source (``hub``, ``path`` or ``build``) replaces the earlier model section as a whole.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .subsets import subset, task_order
-from .tasks import ConfigError, Task, load_registry, validate_with_schema
+from .tasks import ConfigError, Task, load_registry, read_yaml, validate_with_schema
 
 MAIN = "main"  # the variant that follows the paper; ablations are named in config["ablations"]
+MODEL_SOURCES = ("hub", "path", "build")  # exactly one says where the model comes from
+
+
+def config_sources(workflow_files, cli_files, cli_config: dict, replace_workflow_config: bool = False) -> list:
+    """The config's layers as ``[(name, dict)]``, lowest precedence first: the workflow's own config file,
+    each ``--configfile`` in order, then the ``--config`` values."""
+    cli = [str(f) for f in cli_files]
+    own = [] if replace_workflow_config else [str(f) for f in workflow_files if str(f) not in cli]
+    sources = []
+    for name in [*own, *cli]:
+        data = read_yaml(name)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{name}: (top level): the config must be a mapping of keys to values")
+        sources.append((name, data))
+    if cli_config:
+        sources.append(("--config", dict(cli_config)))
+    return sources
+
+
+def merge_sources(sources: list) -> dict:
+    """Each layer updates the ones before; a model section naming a source replaces the earlier one."""
+    merged = {}
+    for _, data in sources:
+        data = copy.deepcopy(data)
+        if isinstance(data.get("model"), dict) and set(MODEL_SOURCES) & set(data["model"]):
+            merged.pop("model", None)
+        _update(merged, data)
+    return merged
+
+
+def _update(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _update(into[key], value)
+        else:
+            into[key] = value
+
+
+def _has(data, path: tuple) -> bool:
+    for key in path:
+        if isinstance(data, dict) and key in data:
+            data = data[key]
+        elif isinstance(data, list) and isinstance(key, int) and key < len(data):
+            data = data[key]
+        else:
+            return False
+    return True
 
 
 @dataclass
@@ -22,13 +73,23 @@ class Experiment:
     config: dict
     tasks: dict[str, Task]  # the whole registry
     source: str = "config.yaml"
+    sources: list = field(default_factory=list)  # [(file name, its content)], lowest precedence first
 
     @classmethod
-    def from_config(cls, config: dict, repo: str | Path, source: str = "config.yaml") -> "Experiment":
+    def from_sources(cls, sources: list, repo: str | Path) -> "Experiment":
+        """The experiment of config layers (see :func:`config_sources`); errors name the layer of the value."""
+        return cls.from_config(merge_sources(sources), repo, source=sources[-1][0] if sources else "config",
+                               sources=sources)
+
+    @classmethod
+    def from_config(cls, config: dict, repo: str | Path, source: str = "config.yaml", sources=()) -> "Experiment":
         config = copy.deepcopy(config)
-        validate_with_schema(config, "config.schema.yaml", source)
+        where = cls(config=config, tasks={}, source=source, sources=list(sources)).where
+        _check_model_source(config.get("model"), where)
+        validate_with_schema(config, "config.schema.yaml", where)
         config.setdefault("seed", 0)
         config.setdefault("ablations", {})
+        stride_given = "doc_stride" in config
         config.setdefault("doc_stride", 128)
         config.setdefault("sample_efficiency", None)
         for resources in config["resources"].values():
@@ -36,15 +97,23 @@ class Experiment:
         registry = Path(config["registry"])
         if not registry.is_absolute():
             registry = Path(repo) / registry
-        exp = cls(config=config, tasks=load_registry(registry), source=source)
-        exp._check()
+        exp = cls(config=config, tasks=load_registry(registry), source=source, sources=list(sources))
+        exp._check(stride_given)
         return exp
 
     # -- cross-checks ------------------------------------------------------------------------------------
-    def _fail(self, field: str, message: str):
-        raise ConfigError(f"{self.source}: {field}: {message}")
+    def where(self, path: tuple) -> str:
+        """The file that set the value at ``path`` (the last layer holding it), else the last layer."""
+        for name, data in reversed(self.sources):
+            if _has(data, path):
+                return name
+        return self.source
 
-    def _check(self) -> None:
+    def _fail(self, field: str, message: str):
+        path = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", field) if p)
+        raise ConfigError(f"{self.where(path)}: {field}: {message}")
+
+    def _check(self, stride_given: bool = True) -> None:
         c = self.config
         for field in ("pool", "targets"):
             for i, name in enumerate(c[field]):
@@ -58,8 +127,16 @@ class Experiment:
                 self._fail(f"task_counts[{i}]", f"{k} is smaller than the {len(c['targets'])} targets, which every subset contains under targets_in_pool")
         if c["resources"]["finetune"]["nodes"] != 1:
             self._fail("resources.finetune.nodes", "fine-tuning runs on one node; only prefinetune may use several")
-        if c["doc_stride"] >= c["max_length"]:
-            self._fail("doc_stride", f"{c['doc_stride']} must be smaller than max_length ({c['max_length']})")
+        model_path = c["model"].get("path")
+        if model_path is not None:  # relative to the working directory, where the download_model job runs
+            if not Path(model_path).expanduser().is_dir():
+                self._fail("model.path", f"{model_path}: no such folder")
+            if not (Path(model_path).expanduser() / "config.json").is_file():
+                self._fail("model.path", f"{model_path} has no config.json (not a folder saved by save_pretrained)")
+        has_span = any(self.tasks[t].type == "span" for t in self.used_tasks)
+        if has_span and c["doc_stride"] >= c["max_length"]:  # only span tasks cut passages into windows
+            default = "" if stride_given else " (the default)"
+            self._fail("doc_stride", f"{c['doc_stride']}{default} must be smaller than max_length ({c['max_length']})")
         for i, name in enumerate(self.efficiency_targets):
             if name not in self.tasks:
                 self._fail(f"sample_efficiency.targets[{i}]", f"unknown task '{name}' (not in the registry {c['registry']})")
@@ -127,6 +204,19 @@ class Experiment:
         settings.update(self.config["finetune"])
         settings["max_length"] = self.config["max_length"]
         return settings
+
+
+def _check_model_source(model, where) -> None:
+    """Exactly one of hub, path and build. (Across files none is given twice: a later file's model section
+    that names a source replaces the earlier section, see :func:`merge_sources`.)"""
+    if not isinstance(model, dict):
+        return  # the schema says what is wrong
+    given = [key for key in MODEL_SOURCES if key in model]
+    if len(given) > 1:
+        raise ConfigError(f"{where(('model', given[-1]))}: model: {' and '.join(given)} given at once; "
+                          "give one of hub, path, build")
+    if not given:
+        raise ConfigError(f"{where(('model',))}: model: give one of hub, path, build")
 
 
 DEFAULT_PERCENTS = list(range(10, 101, 10))  # sample efficiency: 10 %, 20 %, ..., 100 % of the training data

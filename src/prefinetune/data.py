@@ -21,13 +21,18 @@ subset and fine-tuning run. What truncation may cut:
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
+import json
 from pathlib import Path
 
 from .evaluation import normalize_answer
-from .io import atomic_path
+from .io import atomic_path, write_json
 from .tasks import ConfigError, Task
 
 SPLITS = ("train", "validation")
+LABEL_MAP = "label_map.json"  # beside a dataset (and its tokenized copy): raw label value -> index
 FILE_BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv", "parquet": "parquet"}
 
 
@@ -49,10 +54,13 @@ def load_source(task: Task, repo: str | Path = "."):
             builder = FILE_BUILDERS.get(path.suffix.lstrip("."))
             if builder is None:
                 raise ConfigError(f"task {task.name}: source.files.{split}: unsupported file type '{path.suffix}'")
-            kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
-            splits[split] = datasets.load_dataset(builder, data_files={split: str(path)}, split=split, **kwargs)
+            splits[split] = load_file(task, split, path, name)
         return apply_filter(used_splits(datasets.DatasetDict(splits), task), task)
-    raw = datasets.load_dataset(src["hub"], src.get("config"), revision=src.get("revision"))
+    try:
+        raw = datasets.load_dataset(src["hub"], src.get("config"), revision=src.get("revision"))
+    except (datasets.exceptions.DatasetGenerationError, ValueError) as error:
+        _raise_if_empty(error, f"task {task.name}: {src['hub']}")
+        raise
     return apply_filter(used_splits(raw, task), task)
 
 
@@ -81,12 +89,107 @@ def apply_filter(raw, task: Task):
     return raw
 
 
+def load_file(task: Task, split: str, path: Path, name: str):
+    """One local file as a split. An empty file, bytes that are not UTF-8 and a malformed JSON line stop with
+    the file's name (``name``, as the registry gives it) and the line."""
+    import datasets
+
+    where = f"task {task.name}: {name}"
+    data = path.read_bytes()
+    if not data.strip():
+        raise ConfigError(f"{where}: the file is empty (split '{split}' needs rows)")
+    if path.suffix != ".parquet":
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data.count(b"\n", 0, error.start) + 1
+            byte = error.start - data.rfind(b"\n", 0, error.start)  # 1-based within the line
+            lines = data.splitlines()
+            column = _field_of_bad_bytes(lines[0], lines[line - 1], path.suffix) if lines else None
+            field = f": column '{column}'" if column else ""
+            raise ConfigError(f"{where}: line {line}{field}: bytes that are not UTF-8 "
+                              f"(0x{data[error.start]:02x} at byte {byte} of the line)") from None
+    kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
+    try:
+        return datasets.load_dataset(FILE_BUILDERS[path.suffix.lstrip(".")], data_files={split: str(path)},
+                                     split=split, **kwargs)
+    except (datasets.exceptions.DatasetGenerationError, ValueError) as error:
+        _raise_if_empty(error, where)
+        if not isinstance(error, datasets.exceptions.DatasetGenerationError):
+            raise
+        bad = _bad_json_line(data.decode("utf-8"), path.suffix) if path.suffix in (".jsonl", ".json") else None
+        if bad is None:
+            raise  # not a mistake this check knows: the datasets library's own error
+        line, problem = bad
+        raise ConfigError(f"{where}: line {line}: {problem}") from None
+
+
+def _raise_if_empty(error: Exception, where: str) -> None:
+    """The datasets library's two ways of saying that a split has no rows, as one line."""
+    import re
+
+    cause = str(error.__cause__ or error)
+    named = re.fullmatch(r'Instruction "(.+)" corresponds to no data!', str(error))
+    if named:
+        raise ConfigError(f"{where}: no rows (split '{named.group(1)}' needs some)") from None
+    if "BatchSize must be greater than 0" in cause:  # a parquet file without rows
+        raise ConfigError(f"{where}: a split has no rows ({cause})") from None
+
+
+def _bad_json_line(text: str, suffix: str):
+    """(line, problem) of the first line that is not a JSON object, or None; a .json array: where it breaks."""
+    if suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            json.loads(text)
+            return None
+        except json.JSONDecodeError as error:
+            return error.lineno, f"not valid JSON ({error.msg}, column {error.colno})"
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            return number, f"not valid JSON ({error.msg}, column {error.colno})"
+        if not isinstance(row, dict):
+            return number, f"a JSON {type(row).__name__}, not an object of columns"
+    return None
+
+
+def _field_of_bad_bytes(header: bytes, line: bytes, suffix: str):
+    """The column holding the bytes that are not UTF-8 in one line of a jsonl or csv file, if it can be told."""
+    def bad(value):
+        return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
+
+    text = line.decode("utf-8", "surrogateescape")
+    try:
+        if suffix in (".jsonl", ".json"):
+            row = json.loads(text)
+            return next((key for key, value in row.items() if bad(value)), None) if isinstance(row, dict) else None
+        names = next(csv.reader([header.decode("utf-8", "surrogateescape")], delimiter="\t" if suffix == ".tsv" else ","))
+        values = next(csv.reader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ","))
+        return next((n for n, value in zip(names, values) if bad(value)), None)
+    except (ValueError, StopIteration):
+        return None  # the line is broken in other ways too: the line number alone must do
+
+
+def origin(task: Task, split: str) -> str:
+    """Where a split's rows come from, for messages: its file, or the hub id (and config) and the split."""
+    src = task.source
+    if "files" in src and split in src["files"]:
+        return src["files"][split]
+    if "hub" in src:
+        config = f" ({src['config']})" if src.get("config") else ""
+        return f"{src['hub']}{config} split '{split}'"
+    return f"split '{split}'"
+
+
 def input_columns(task: Task) -> list[str]:
     """The source columns an entry reads (the first part of a dotted ``choices`` path)."""
     return list(dict.fromkeys([*task.text, *(c.split(".")[0] for c in task.choices), task.label]))
 
 
-def select_splits(raw, task: Task):
+def select_splits(raw, task: Task, repo: str | Path = "."):
     """The experiment's two splits under their canonical names, checked and in the task type's layout."""
     from datasets import DatasetDict, Value
 
@@ -100,41 +203,123 @@ def select_splits(raw, task: Task):
             if column not in ds.column_names:
                 raise ConfigError(f"task {task.name}: split '{name}' has no column '{column}' (has {ds.column_names})")
         ds = ds.select_columns(input_columns(task))
-        where = f"task {task.name}: split '{name}'"
-        row_of = "row {} (after source.filter)" if task.source.get("filter") else "row {}"
+        where = f"task {task.name}: {origin(task, name)}"
+        if task.source.get("filter"):  # row numbers below count the rows that source.filter kept
+            where += " (rows after source.filter)"
+        if len(ds) == 0:
+            raise ConfigError(f"{where}: no rows (the {canonical} split needs some)")
+        check_text(ds, [*task.text, *(task.choices if len(task.choices) > 1 else ())], where)
+        if task.type in ("multiple_choice", "span"):
+            check_not_null(ds, task.label, where)
         if task.type == "multiple_choice":
-            ds = ds.map(lambda row, i: choice_row(row, task, f"{where}, {row_of.format(i)}"), with_indices=True,
+            ds = ds.map(lambda row, i: choice_row(row, task, f"{where}: row {i + 1}"), with_indices=True,
                         remove_columns=ds.column_names, desc="choices")
         elif task.type == "span":
-            ds = ds.map(lambda row, i: span_row(row, task, f"{where}, {row_of.format(i)}"), with_indices=True,
+            ds = ds.map(lambda row, i: span_row(row, task, f"{where}: row {i + 1}"), with_indices=True,
                         remove_columns=ds.column_names, desc="answers")
             if task.answer_format == "mrqa":
-                report_mrqa_differences(ds, where, bool(task.source.get("filter")))
+                report_mrqa_differences(ds, where)
                 ds = ds.remove_columns("text_differs")
         else:
             if task.label_map is not None:
                 features = ds.features.copy()
                 features[task.label] = Value("int64")
-                ds = ds.map(lambda rows: {task.label: [map_label(y, task, where) for y in rows[task.label]]},
-                            batched=True, features=features, desc="labels")
-            check_labels(ds[task.label], task, name)
+                mapping = {str(k): v for k, v in task.label_map.items()}
+                ds = ds.map(lambda rows, rows_i: {task.label: [mapping[str(y)] if y is not None and str(y) in mapping
+                                                               else map_label(y, task, where, i + 1)  # raises
+                                                               for y, i in zip(rows[task.label], rows_i)]},
+                            batched=True, with_indices=True, features=features, desc="labels")
+            file = task.source.get("files", {}).get(name)
+            check_labels(ds, task, where, Path(repo) / file if file else None)
         out[canonical] = ds
     return DatasetDict(out)
 
 
-def map_label(value, task: Task, where: str) -> int:
+def map_label(value, task: Task, where: str, row: int | None = None) -> int:
     mapping = {str(k): v for k, v in task.label_map.items()}
-    if str(value) not in mapping:
-        raise ConfigError(f"{where}: label {value!r} is not in {task.name}.label_map {sorted(mapping)}")
+    if str(value) not in mapping or value is None:
+        at = f": row {row}" if row is not None else ""
+        problem = "the label is null" if value is None else f"label {value!r} is not in {task.name}.label_map {sorted(mapping)}"
+        raise ConfigError(f"{where}{at}: column '{task.label}': {problem}")
     return mapping[str(value)]
 
 
-def check_labels(labels, task: Task, split: str) -> None:
+def check_not_null(ds, column: str, where: str) -> None:
+    import pyarrow.compute as pc
+
+    values = ds.with_format("arrow")[column]
+    if values.null_count:
+        row = pc.index(pc.is_null(values), True).as_py()
+        raise ConfigError(f"{where}: row {row + 1}: column '{column}': null")
+
+
+def check_text(ds, columns, where: str) -> None:
+    """Every row of the text columns holds text: not null, not a number, valid UTF-8 (one Arrow pass each)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for column in columns:
+        dtype = getattr(ds.features[column], "dtype", None)
+        values = ds.with_format("arrow")[column]
+        if dtype == "null" or values.null_count:
+            row = pc.index(pc.is_null(values), True).as_py()
+            raise ConfigError(f"{where}: row {row + 1}: column '{column}': null, not text")
+        if dtype not in ("string", "large_string"):
+            raise ConfigError(f"{where}: row 1: column '{column}': {ds[0][column]!r} is {dtype or 'not a value'}, not text")
+        try:
+            values.validate(full=True)
+        except pa.ArrowInvalid:  # Arrow holds a jsonl file's bytes unchecked; find the row that is not UTF-8
+            for row, raw in enumerate(values.cast(pa.binary()).to_pylist()):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise ConfigError(f"{where}: row {row + 1}: column '{column}': bytes that are not UTF-8 "
+                                      f"(0x{raw[error.start]:02x} at byte {error.start})") from None
+            raise
+
+
+def check_labels(ds, task: Task, where: str, file: Path | None = None) -> None:
+    """Classification labels are whole numbers 0..num_labels-1 (a float gets its own message); regression
+    labels are numbers. ``file``: a local jsonl file, searched for the first float label's line."""
+    import pyarrow.compute as pc
+
+    values = ds.with_format("arrow")[task.label]
+    dtype = getattr(ds.features[task.label], "dtype", None)
+
+    def fail(row, message):
+        raise ConfigError(f"{where}: row {row + 1}: column '{task.label}': {message}")
+
+    if values.null_count:
+        fail(pc.index(pc.is_null(values), True).as_py(), "the label is null")
+    numeric = dtype is not None and dtype.startswith(("int", "uint", "float"))
     if task.type == "regression":
+        if not numeric:
+            fail(0, f"{ds[0][task.label]!r} is not a number (regression labels are numbers)")
         return
-    bad = [y for y in labels if not isinstance(y, int) or not 0 <= y < task.num_labels]
-    if bad:
-        raise ConfigError(f"task {task.name}: split '{split}': label {bad[0]!r} out of range 0..{task.num_labels - 1}")
+    if dtype is not None and dtype.startswith("float"):
+        row = _first_float_row(values, task.label, file)
+        value = values[row].as_py()
+        fail(row, f"label {value!r} is a float; classification labels are whole numbers 0..{task.num_labels - 1}"
+                  + (f" (write {int(value)})" if value.is_integer() else ""))
+    if not numeric:
+        hint = "; give a label_map, or leave it out to read the labels from the data" if dtype == "string" else ""
+        fail(0, f"label {ds[0][task.label]!r} is {dtype}, not a class index 0..{task.num_labels - 1}{hint}")
+    outside = pc.or_(pc.less(values, 0), pc.greater_equal(values, task.num_labels))
+    row = pc.index(outside, True).as_py()
+    if row >= 0:
+        fail(row, f"label {values[row].as_py()!r} out of range 0..{task.num_labels - 1}")
+
+
+def _first_float_row(values, label: str, file: Path | None) -> int:
+    """The first row whose label is not a whole number; else, in a jsonl file, the first written as a float
+    (one float in a file makes Arrow read the whole column as floats)."""
+    import pyarrow.compute as pc
+
+    row = pc.index(pc.not_equal(values, pc.floor(values)), True).as_py()
+    if row >= 0 or file is None or file.suffix != ".jsonl":
+        return max(row, 0)
+    rows = (json.loads(line) for line in file.read_text().splitlines() if line.strip())
+    return next((i for i, r in enumerate(rows) if isinstance(r.get(label), float)), 0)
 
 
 def choice_row(row: dict, task: Task, where: str) -> dict:
@@ -146,9 +331,14 @@ def choice_row(row: dict, task: Task, where: str) -> dict:
             choices = choices[key]
     else:
         choices = [row[c] for c in task.choices]
+    if choices is None or any(not isinstance(c, str) for c in choices):
+        raise ConfigError(f"{where}: column '{task.choices[0] if len(task.choices) == 1 else ', '.join(task.choices)}': "
+                          f"a choice that is null or not text ({choices!r})")
     label = row[task.label] if task.label_map is None else map_label(row[task.label], task, where)
     if not 2 <= len(choices) <= task.num_labels:
         raise ConfigError(f"{where}: a row has {len(choices)} choices; {task.name}.num_labels allows 2..{task.num_labels}")
+    if isinstance(label, str):
+        raise ConfigError(f"{where}: column '{task.label}': label {label!r} is text; give {task.name} a label_map")
     if not isinstance(label, int) or not 0 <= label < len(choices):
         raise ConfigError(f"{where}: label {label!r} out of range 0..{len(choices) - 1} (the row's choices)")
     context, question = (str(row[c]) for c in task.text) if len(task.text) == 2 else (str(row[task.text[0]]), "")
@@ -180,19 +370,52 @@ def span_row(row: dict, task: Task, where: str) -> dict:
     return {**row, "text_differs": differs} if task.answer_format == "mrqa" else row
 
 
-def report_mrqa_differences(ds, where: str, filtered: bool) -> None:
+def report_mrqa_differences(ds, where: str) -> None:
     """One line in the download log: how many rows' MRQA answer text differs from the passage's text at its span."""
     flags = ds["text_differs"]
-    rows = [i for i, f in enumerate(flags) if f]
+    rows = [i + 1 for i, f in enumerate(flags) if f]
     if rows:
         print(f"{where}: {len(rows)} of {len(flags)} rows have an MRQA answer text that differs from the passage's "
-              f"text at its span after normalisation (the span's text is used); first rows{' (after source.filter)' if filtered else ''}: {rows[:5]}")
+              f"text at its span after normalisation (the span's text is used); first rows: {rows[:5]}")
+
+
+def labels_from_data(raw, task: Task) -> Task:
+    """A classification task with text labels and no label_map: the map is the sorted set of the training
+    split's labels. ``num_labels`` must match it, and every validation label must be one of them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    train_name, val_name = task.splits["train"], task.splits["validation"]
+    if task.type != "classification" or task.label_map is not None or train_name not in raw:
+        return task
+    train = raw[train_name]
+    if getattr(train.features.get(task.label), "dtype", None) not in ("string", "large_string"):
+        return task  # numbers (checked later) or a missing column (select_splits names it)
+    labels = sorted(pc.unique(train.with_format("arrow")[task.label]).drop_null().to_pylist())
+    if len(labels) != task.num_labels:
+        shown = labels if len(labels) <= 20 else [*labels[:20], "..."]
+        raise ConfigError(f"task {task.name}: {origin(task, train_name)}: column '{task.label}': the training split has "
+                          f"{len(labels)} labels {shown}, but {task.name}.num_labels is {task.num_labels}")
+    if val_name in raw and task.label in raw[val_name].column_names:
+        values = raw[val_name].with_format("arrow")[task.label]
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            unseen = pc.invert(pc.fill_null(pc.is_in(values, value_set=pa.array(labels)), True))
+            row = pc.index(unseen, True).as_py()
+            if row >= 0:
+                raise ConfigError(f"task {task.name}: {origin(task, val_name)}: row {row + 1}: column '{task.label}': label "
+                                  f"{values[row].as_py()!r} is not one of the training split's labels {labels}")
+    return dataclasses.replace(task, label_map={label: i for i, label in enumerate(labels)})
 
 
 def download(task: Task, out_dir: str | Path, repo: str | Path = ".") -> None:
-    data = select_splits(load_source(task, repo), task)
+    """Load, check every row, and save; the label map (the registry's, or read from the data) goes beside it."""
+    raw = load_source(task, repo)
+    task = labels_from_data(raw, task)
+    data = select_splits(raw, task, repo)
     with atomic_path(out_dir, is_dir=True) as tmp:
         data.save_to_disk(str(tmp))
+        if task.label_map is not None:
+            write_json(tmp / LABEL_MAP, {str(k): v for k, v in task.label_map.items()})
 
 
 def tokenize(task: Task, raw_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, max_length: int,
@@ -232,6 +455,14 @@ def tokenize(task: Task, raw_dir: str | Path, tokenizer_dir: str | Path, out_dir
         out["validation_examples"] = data["validation"]
     with atomic_path(out_dir, is_dir=True) as tmp:
         DatasetDict(out).save_to_disk(str(tmp))
+        if (Path(raw_dir) / LABEL_MAP).is_file():  # fine-tuning writes it into metrics.json
+            (tmp / LABEL_MAP).write_text((Path(raw_dir) / LABEL_MAP).read_text())
+
+
+def label_map(dataset_dir: str | Path) -> dict | None:
+    """The label map saved beside a dataset or its tokenized copy (raw label -> index), if it has one."""
+    path = Path(dataset_dir) / LABEL_MAP
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def load_tokenized(path: str | Path, split: str):

@@ -1,4 +1,8 @@
-"""Atomic outputs: a killed job never leaves a file or folder that looks finished."""
+"""Atomic outputs: a killed job never leaves a file or folder that looks finished.
+
+Outputs get the permissions the umask gives any new file or folder (tempfile's own 0700 is undone), so a
+lab sharing a project directory can read each other's datasets and models.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; a folder output gets what mkdir would give
     target = tmp if is_dir else tmp / path.name
     try:
         yield target
@@ -34,6 +39,13 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def current_umask() -> int:
+    """The process's umask (os.umask can only be read by setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from . import checkpoint, distributed
-from .data import fraction, load_tokenized
+from .data import fraction, label_map, load_tokenized
 from .evaluation import compute_metrics
 from .heads import MultiTaskModel, saved_heads
 from .io import write_json
@@ -64,6 +64,8 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
               "metric": target.metric, "value": metrics[target.metric], "metrics": metrics,
               "head": "pre-finetuned" if carried else "new", "train_examples": len(train_ds),
               "steps": summary["steps"]}
+    if label_map(tokenized) is not None:  # which raw label each class index stands for
+        result["label_map"] = label_map(tokenized)
     write_json(metrics_json, result)
     return result
 

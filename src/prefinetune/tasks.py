@@ -74,18 +74,76 @@ def log_scale(n):
     return 1.0 / (math.log(n) if isinstance(n, (int, float)) else n.log())
 
 
-def schema_error_message(error: jsonschema.ValidationError, where: str) -> str:
-    """One line naming the offending field, e.g. ``config.yaml: draws: -1 is less than the minimum of 1``."""
-    path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    return f"{where}: {path}: {error.message}"
+def schema_error_message(error: jsonschema.ValidationError, where) -> str:
+    """One line naming the offending field, e.g. ``config.yaml: draws: -1 is less than the minimum of 1``.
+
+    ``where`` is a file name, or a function of the field's path giving the file the value came from.
+    """
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".") or "(top level)"
+    source = where(tuple(error.absolute_path)) if callable(where) else where
+    return f"{source}: {path}: {_explain(error)}"
 
 
-def validate_with_schema(data, schema_name: str, where: str) -> None:
+def _explain(error: jsonschema.ValidationError) -> str:
+    """The schema's message, or a clearer one for the two type mistakes YAML makes easy."""
+    expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+    value = error.instance
+    if error.validator != "type" or not {"integer", "number"} & set(expected):
+        return error.message
+    if isinstance(value, float) and "integer" in expected:
+        if value.is_integer():
+            return f"{value!r} is a float where a whole number belongs; write {int(value)}"
+        return f"{value!r} is not a whole number"
+    if isinstance(value, str) and _as_number(value) is not None:
+        return (f"{value!r} is text, not a number (YAML reads {value} as a string); "
+                f"write {_yaml_number(value)}")
+    return error.message
+
+
+def _as_number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _yaml_number(text: str) -> str:
+    """How to write a number so that YAML reads it as one: 2e-3 -> 2.0e-3 (a dot and a signed exponent)."""
+    mantissa, e, exponent = text.lower().partition("e")
+    if not e:
+        return repr(float(text))
+    if "." not in mantissa:
+        mantissa += ".0"
+    if exponent[:1] not in "+-":
+        exponent = "+" + exponent
+    return f"{mantissa}e{exponent}"
+
+
+# The JSON schema counts 2.0 as an integer; here an integer must be written as one (draws: 2, not 2.0).
+_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_TYPES)
+
+
+def validate_with_schema(data, schema_name: str, where) -> None:
     schema = yaml.safe_load((SCHEMA_DIR / schema_name).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         raise ConfigError(schema_error_message(errors[0], where))
+
+
+def read_yaml(path: str | Path):
+    """A user-edited YAML file; a syntax error stops with one line naming the file, line and column."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        problem = " ".join(str(error.problem or error.context or "invalid YAML").split())
+        raise ConfigError(f"{path}: line {mark.line + 1}, column {mark.column + 1}: {problem}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
 
 
 def load_registry(path: str | Path) -> dict[str, Task]:
@@ -93,7 +151,7 @@ def load_registry(path: str | Path) -> dict[str, Task]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"registry file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path) or {}
     validate_with_schema(raw, "registry.schema.yaml", str(path))
     tasks = {}
     for name, entry in raw.items():
