@@ -53,15 +53,19 @@ def test_a_clear_breakpoint_is_identified_with_its_interval():
 
 
 def test_coverage_of_the_k_c_interval_is_close_to_nominal():
-    """30 synthetic studies with k_c = 16 (6 draws, 3 seeds, the paper's 7 task counts). The 90 % interval
-    should hold 16 in about 27 of them; tolerance: 23 to 30 (0.77 to 1.0: a binomial(30, 0.9) count falls below
-    23 with probability under 1 %; the bootstrap's percentile intervals may be a little conservative)."""
-    hits = 0
+    """30 synthetic studies with k_c = 16 (6 draws, 3 seeds, the paper's 7 task counts), 200 replicates each.
+    The 90 % interval should hold 16 in about 27 of them. Tolerance: at least 24 (a binomial(30, 0.9) count is
+    below 24 with probability 2.6 %), and intervals narrower than 4 tasks on average, so that intervals made
+    wide enough to always cover fail. Resampling seeds within draws on top of the draws makes the intervals a
+    little conservative (80 such studies: 97.5 % coverage; README, "The study's answer")."""
+    hits, widths = 0, []
     for i in range(30):
         row = analyse_curve(curve(seed=100 + i), n_boot=200, level=0.9, rng=np.random.default_rng(i))
         assert row["status"] == "identified", row["reason"]
         hits += row["k_c_lo"] <= 16.0 <= row["k_c_hi"]
-    assert 23 <= hits <= 30, hits
+        widths.append(row["k_c_hi"] - row["k_c_lo"])
+    assert hits >= 24, hits
+    assert np.mean(widths) < 4.0, np.mean(widths)
 
 
 @pytest.mark.parametrize("name, df", [

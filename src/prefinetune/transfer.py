@@ -18,6 +18,7 @@ import pandas as pd
 from .bootstrap import grid, interval, resample
 
 MIN_MODELS = 3  # (k, draw) models needed on each side (with and without the task) for an estimate
+MIN_DRAWS = 2   # distinct draws needed on each side: one draw against another compares two whole subsets
 COLUMNS = ["variant", "target", "metric", "task", "identified", "reason", "effect", "effect_lo", "effect_hi",
            "effect_sd", "k_compared", "models_with", "models_without", "level", "n_boot"]
 
@@ -51,6 +52,8 @@ def transfer_target(runs: pd.DataFrame, orders: dict[int, list[str]], tasks: lis
     varies = (inside.any(-1) & ~inside.all(-1))  # (P, K): k where some draws hold the task and others do not
     with_ = (inside * varies[..., None]).sum((1, 2))
     without = (~inside * varies[..., None]).sum((1, 2))
+    draws_with = (inside & varies[..., None]).any(1).sum(-1)  # distinct draws holding it at some compared k
+    draws_without = (~inside & varies[..., None]).any(1).sum(-1)
     sd = runs["value"].std()
     rows = []
     for j, task in enumerate(tasks):
@@ -60,9 +63,10 @@ def transfer_target(runs: pd.DataFrame, orders: dict[int, list[str]], tasks: lis
             reason = "in no subset: no model with it to compare with"
         elif not varies[j].any():
             reason = "no k at which some draws hold it and others do not"
-        elif min(with_[j], without[j]) < MIN_MODELS:
-            reason = (f"too few draws: {with_[j]} models with it and {without[j]} without at the k compared "
-                      f"(needs {MIN_MODELS} each)")
+        elif min(with_[j], without[j]) < MIN_MODELS or min(draws_with[j], draws_without[j]) < MIN_DRAWS:
+            reason = (f"too few draws: {with_[j]} models of {draws_with[j]} draws with it, {without[j]} of "
+                      f"{draws_without[j]} without, at the k compared (needs {MIN_MODELS} models of "
+                      f"{MIN_DRAWS} draws each)")
         else:
             reason = ""
         row = {"task": task, "identified": not reason, "reason": reason, "k_compared": int(varies[j].sum()),
