@@ -156,7 +156,7 @@ def test_every_figure_keeps_its_title_and_legend_inside_the_canvas(targets):
                          for d in (1, 2, 3) for s in range(0, 100, 10)])
     figures = {
         "scaling": scaling_figure(df, LONG_TITLE, critical),
-        "efficiency": efficiency_figure(efficiency[efficiency["k"] > 0].assign(k=efficiency["k"]), LONG_TITLE),
+        "efficiency": efficiency_figure(efficiency, LONG_TITLE),
         "transfer": transfer_figure(transfer_map(df, orders, "main", n_boot=20), LONG_TITLE),
         "losses": loss_figure(logs, LONG_TITLE),
         "comparison": comparison_figure({"main": df, "ablation": df.assign(value=df["value"] + 0.01)}, LONG_TITLE,

@@ -35,7 +35,8 @@ def test_hinge_fit_recovers_an_exact_hinge():
     s = by_k(grid(curve(noise=0.0, draw_sd=0.0)))
     fit = hinge_fit(s)
     assert fit["k_c"] == pytest.approx(16.0, abs=1e-3)
-    assert fit["slope_before"] == pytest.approx(-0.004, rel=1e-4) and fit["slope_after"] == pytest.approx(0.003, rel=1e-4)
+    assert fit["slope_before"] == pytest.approx(-0.004, rel=1e-4)
+    assert fit["slope_after"] == pytest.approx(0.003, rel=1e-4)
     assert fit["intercept"] == pytest.approx(0.7) and fit["rss"] == pytest.approx(0.0, abs=1e-12)
     # back at 0.7 where 0.7 - 0.004 * 16 + 0.003 * (k - 16) = 0.7
     assert break_even(fit, 41) == pytest.approx(16 + 0.064 / 0.003, rel=1e-4)
@@ -47,7 +48,8 @@ def test_a_clear_breakpoint_is_identified_with_its_interval():
     row = analyse_curve(curve(), n_boot=200, level=0.9, rng=np.random.default_rng(0))
     assert row["status"] == "identified" and row["reason"] == "" and row["p_breakpoint"] < 0.01
     assert row["k_c_lo"] <= 16.0 <= row["k_c_hi"] and row["k_c_hi"] - row["k_c_lo"] < 5
-    assert row["slope_before_lo"] < -0.004 < row["slope_before_hi"] < 0 < row["slope_after_lo"] < 0.003 < row["slope_after_hi"]
+    assert row["slope_before_lo"] < -0.004 < row["slope_before_hi"] < 0
+    assert 0 < row["slope_after_lo"] < 0.003 < row["slope_after_hi"]
     assert row["k_c"] < row["break_even"] < 41
     assert row["n_runs"] == 3 + 6 * 6 * 3 and row["n_k"] == 7 and row["n_draws"] == 6
 

@@ -78,7 +78,8 @@ def hinge_fit(s: ByK) -> dict:
         rss = _wls(_hinge_design(s.x, candidates), s)[1]
         best = int(np.argmin(rss))
         bracket = candidates[max(best - 1, 0)], candidates[min(best + 1, len(candidates) - 1)]
-        found = minimize_scalar(_hinge_rss, bounds=bracket, args=(s,), method="bounded", options={"xatol": 1e-3})  # k in tasks
+        found = minimize_scalar(_hinge_rss, bounds=bracket, args=(s,), method="bounded",
+                                options={"xatol": 1e-3})  # in tasks
         kc = float(found.x) if found.fun < rss[best] else float(candidates[best])
     beta, rss = _wls(_hinge_design(s.x, kc), s)
     a, b1, c = (float(v) for v in beta)
@@ -145,7 +146,8 @@ def analyse_curve(runs: pd.DataFrame, n_boot: int, level: float, rng: np.random.
         boot["slope_line"][i] = line_fit(sr)[1]
         if fit:
             f = hinge_fit(sr)
-            boot["k_c"][i], boot["slope_before"][i], boot["slope_after"][i] = f["k_c"], f["slope_before"], f["slope_after"]
+            for q in ("k_c", "slope_before", "slope_after"):
+                boot[q][i] = f[q]
             boot["break_even"][i] = break_even(f, k_max)
             exceed += _statistic(by_k(resample(null, rng)[0])) >= observed
     row["slope_line_lo"], row["slope_line_hi"] = interval(boot["slope_line"], level)
