@@ -87,8 +87,9 @@ def test_too_few_task_counts_or_draws_are_not_identified():
     row = analyse_curve(curve(counts=(0, 10, 41)), n_boot=50, level=0.9, rng=np.random.default_rng(0))
     assert row["status"] == "not identified" and row["reason"].startswith("too few distinct k (3;")
     assert "k_c" not in row and not math.isnan(row["slope_line"])
-    row = analyse_curve(curve(draws=1), n_boot=50, level=0.9, rng=np.random.default_rng(0))
-    assert row["status"] == "not identified" and "too few draws (1;" in row["reason"]
+    row = analyse_curve(curve(draws=2), n_boot=50, level=0.9, rng=np.random.default_rng(0))  # a clear hinge
+    assert row["status"] == "not identified" and row["reason"].startswith("too few draws (2;")
+    assert "k_c" not in row and "p_breakpoint" not in row and not math.isnan(row["slope_line"])
 
 
 def test_table_has_every_target_and_the_standardised_mean_and_is_deterministic():

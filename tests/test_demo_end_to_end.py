@@ -67,12 +67,12 @@ def test_critical_point_transfer_and_loss_curves_are_in_the_report(demo):
     critical = pd.read_csv(results / "critical_point.csv")
     assert list(critical.columns) == CRITICAL_COLUMNS
     assert critical.target.tolist() == [*sorted(config["targets"]), "mean"]
-    assert set(critical.status) <= {"identified", "not identified"} and (critical.n_k == 5).all()
-    unknown = critical[critical.status == "not identified"]
-    assert unknown.reason.str.len().gt(0).all() and unknown.k_c.isna().all() and unknown.break_even.isna().all()
-    known = critical[critical.status == "identified"]
-    assert known.k_c.between(3, 12).all() and (known.k_c_lo <= known.k_c).all() and (known.k_c <= known.k_c_hi).all()
-    assert critical.slope_line.notna().all() and critical.p_breakpoint.between(0, 1).all()
+    assert (critical.n_k == 5).all() and (critical.n_draws == 2).all() and (critical.n_runs == 18).all()
+    # 2 draws are too few for the bootstrap: no breakpoint, no number for it; the single line's slope only
+    assert (critical.status == "not identified").all()
+    assert critical.reason.str.startswith("too few draws (2; the bootstrap needs at least 3)").all()
+    assert critical[["k_c", "k_c_lo", "slope_before", "slope_after", "break_even", "p_breakpoint"]].isna().all().all()
+    assert critical.slope_line.notna().all()
 
     transfer = pd.read_csv(results / "transfer.csv")
     assert set(transfer.target) == {*config["targets"], "mean"}

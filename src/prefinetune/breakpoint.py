@@ -25,7 +25,7 @@ N_BOOT = 500       # bootstrap replicates for intervals and for the test
 LEVEL = 0.9        # confidence level of the intervals
 ALPHA = 0.05       # the test's level: p >= ALPHA means no evidence for a breakpoint
 MIN_COUNTS = 4     # distinct k a breakpoint needs: k_c lies between the second and the second-last k
-MIN_DRAWS = 2      # draws the bootstrap needs
+MIN_DRAWS = 3      # draws the bootstrap needs: 2 draws resample into only 3 distinct sets
 SPAN = 0.9         # an interval covering this share of the possible k_c says nothing about where it is
 
 QUANTITIES = ["k_c", "slope_before", "slope_after", "break_even", "slope_line"]
@@ -127,12 +127,14 @@ def analyse_curve(runs: pd.DataFrame, n_boot: int, level: float, rng: np.random.
         reasons.append(f"too few distinct k ({len(s.x)}; a breakpoint needs at least {MIN_COUNTS})")
     if len(g.draws) < MIN_DRAWS:
         reasons.append(f"too few draws ({len(g.draws)}; the bootstrap needs at least {MIN_DRAWS})")
-    if len(s.x) < 2 or len(g.draws) < MIN_DRAWS:
+    if len(s.x) < 2:
         return {**row, "status": "not identified", "reason": "; ".join(reasons)}
 
-    # the single line (always defined) and, with enough k, the hinge
+    # the single line (always defined) and, with enough k and draws, the hinge
     line = line_fit(s)
     row["slope_line"] = line[1]
+    if len(g.draws) < MIN_DRAWS:
+        return {**row, "status": "not identified", "reason": "; ".join(reasons)}
     k_max = float(s.x[-1])
     fit = hinge_fit(s) if not reasons else None
     observed = _statistic(s) if fit else None
