@@ -77,7 +77,7 @@ def _figure(n_panels: int, nrows_per_panel: int = 1, panel_width: float = 4.2, p
 def _finish(fig, axes, title: str) -> None:
     """The wrapped title and one legend of every labelled artist, outside the panels at the bottom."""
     width = fig.get_size_inches()[0]
-    fig.suptitle(textwrap.fill(title, width=int(width * 7.5)), fontsize=12)
+    fig.suptitle(textwrap.fill(title, width=int(width * 9), break_on_hyphens=False), fontsize=12)
     handles = {}
     for ax in np.ravel(axes):
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -187,7 +187,7 @@ def transfer_figure(table: pd.DataFrame, title: str):
         ax.set_xlabel("target")
         ax.set_ylabel("pool task")
         fig.colorbar(image, ax=ax, label="effect of the task in the subset (sd of the target)")
-        fig.suptitle(textwrap.fill(title, width=int(width * 7.5)), fontsize=11)
+        fig.suptitle(textwrap.fill(title, width=int(width * 9), break_on_hyphens=False), fontsize=11)
     return fig
 
 
