@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from .analysis import describe, efficiency_summary, standardised_mean, summarize  # noqa: E402
+from .analysis import curve_series, describe, efficiency_summary, standardised_mean, summarize  # noqa: E402
 from .bootstrap import by_k, grid, interval, resample  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
@@ -115,10 +115,10 @@ def scaling_figure(df: pd.DataFrame, title: str, critical: pd.DataFrame | None =
         flat = np.ravel(axes)
         for ax, target in zip(flat, targets):
             _panel(ax, df[df["target"] == target], stats[stats["target"] == target], target, metric_of[target])
-            _critical(ax, rows.get(target) if critical is not None else None, k_max)
+            _critical(ax, rows.get(target), k_max)
         mean_ax = flat[len(targets)]
         _panel(mean_ax, mean_runs, describe(mean_runs.groupby("k")), MEAN_PANEL, MEAN_YLABEL)
-        _critical(mean_ax, rows.get("mean") if critical is not None else None, k_max)
+        _critical(mean_ax, rows.get("mean"), k_max)
         _hide_unused(axes, len(targets) + 1)
         _finish(fig, axes, title)
     return fig
@@ -223,9 +223,7 @@ def plot_losses(logs: pd.DataFrame, pdf_path, png_path, title: str) -> None:
 def differences(tables: dict[str, pd.DataFrame], n_boot: int, level: float, seed: int = 0) -> pd.DataFrame:
     """Each variant's mean at each k > 0 minus the first variant's (the main curve), per target and for the
     standardised mean, with a bootstrap interval (draws, then seeds, resampled in each variant independently)."""
-    from .analysis import curve_series
-
-    main_name, main_df = next(iter(tables.items()))
+    main_df = next(iter(tables.values()))
     main_series = {t: runs for t, _, runs in curve_series(main_df)}
     rows = []
     for v, (variant, df) in enumerate(list(tables.items())[1:]):
@@ -245,8 +243,6 @@ def comparison_figure(tables: dict[str, pd.DataFrame], title: str, n_boot: int, 
     """The main curve and every ablation per target on shared axes (top row: mean over draws and seeds), and
     each ablation's difference from the main curve at each k with its interval (bottom row)."""
     diff = differences(tables, n_boot, level)
-    from .analysis import curve_series
-
     series = {name: curve_series(df) for name, df in tables.items()}
     names = [t for t, _, _ in next(iter(series.values()))]
     with plt.rc_context({"font.size": 10, "axes.titlesize": 11}):
