@@ -1,4 +1,4 @@
-"""collect / summarize / write_table on hand-made runs, and the scaling figure's files."""
+"""collect / summarize / write_table on hand-made runs, the figures' files, and that every figure fits its canvas."""
 
 import json
 import math
@@ -8,8 +8,8 @@ import pytest
 
 from prefinetune.analysis import (COLUMNS, collect, critical_table, efficiency_summary, read_train_logs, summarize,
                                   transfer_map, write_table)
-from prefinetune.plotting import (comparison_figure, efficiency_figure, loss_figure, plot_efficiency, plot_scaling,
-                                  scaling_figure, transfer_figure)
+from prefinetune.plotting import (comparison_figure, differences, efficiency_figure, loss_figure, plot_efficiency,
+                                  plot_scaling, scaling_figure, transfer_figure, write_comparison)
 
 
 def run(k, draw, target, seed, value, variant="main"):
@@ -193,3 +193,27 @@ def test_train_logs_are_read_with_their_k_and_draw(tmp_path):
                                     "loss": [1.5, 1.2, 1.5, 1.2]}
     with pytest.raises(ValueError, match="not a path of the form"):
         read_train_logs([tmp_path / "train_log.tsv"])
+
+
+def test_comparison_writes_every_variants_critical_points_and_the_figure(tmp_path):
+    df, _ = study(["a", "b"])
+    tables, criticals = [], []
+    for variant, shift in (("main", 0.0), ("no_loss_scaling", 0.02)):
+        table = df.assign(variant=variant, value=df["value"] + shift * (df["k"] > 0))
+        tables.append(tmp_path / f"{variant}.csv")
+        criticals.append(tmp_path / f"{variant}_critical.csv")
+        write_table(table, tables[-1])
+        write_table(critical_table(table, variant, n_boot=30), criticals[-1])
+    out = tmp_path / "ablations"
+    write_comparison(["main", "no_loss_scaling"], tables, criticals, out / "comparison.csv", out / "comparison.pdf",
+                     out / "comparison.png", "t", n_boot=30, level=0.9)
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert comparison["variant"].tolist() == ["main"] * 3 + ["no_loss_scaling"] * 3
+    assert comparison["target"].tolist() == ["a", "b", "mean"] * 2
+    assert (out / "comparison.pdf").read_bytes().startswith(b"%PDF")
+    assert (out / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    diff = differences({"main": df, "shifted": df.assign(value=df["value"] + 0.02 * (df["k"] > 0))}, 50, 0.9)
+    per_target = diff[diff["target"] != "mean"]
+    assert sorted(per_target["k"].unique()) == [3, 6, 12, 24]  # k = 0 is the same model for every variant
+    assert per_target["difference"].to_numpy() == pytest.approx(0.02)
+    assert (per_target["lo"] <= 0.02 + 1e-9).all() and (per_target["hi"] >= 0.02 - 1e-9).all()

@@ -276,3 +276,13 @@ def comparison_figure(tables: dict[str, pd.DataFrame], title: str, n_boot: int, 
 def plot_comparison(tables: dict[str, pd.DataFrame], pdf_path, png_path, title: str, n_boot: int,
                     level: float) -> None:
     _save(comparison_figure(tables, title, n_boot, level), pdf_path, png_path)
+
+
+def write_comparison(variants: list[str], tables: list, criticals: list, table_path, pdf_path, png_path,
+                     title: str, n_boot: int, level: float) -> None:
+    """The ablations step: every variant's critical-point rows in one table (main first), and the figure."""
+    from .analysis import read_scaling, write_table
+
+    write_table(pd.concat([pd.read_csv(p) for p in criticals], ignore_index=True), table_path)
+    scaling = {v: read_scaling(p) for v, p in zip(variants, tables)}
+    plot_comparison(scaling, pdf_path, png_path, title, n_boot, level)
