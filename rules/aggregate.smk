@@ -1,9 +1,15 @@
 # One table and one curve per root: results/ for the paper's method, results/ablations/<name>/ for each ablation.
+# Per root also: the critical point and per-task transfer (analyse), the transfer map and the loss curves of
+# its pre-finetuned models; across roots: the ablations against the main curve (compare_ablations).
 
 
 localrules:
     aggregate,
+    analyse,
     plot,
+    plot_transfer,
+    plot_losses,
+    compare_ablations,
 
 
 rule aggregate:
@@ -24,9 +30,30 @@ rule aggregate:
         "../workflow_scripts/aggregate.py"
 
 
+rule analyse:
+    input:
+        table="{root}/scaling.csv",
+        orders=expand("results/subsets/draw{draw}.yaml", draw=EXP.draws),
+    output:
+        critical=report("{root}/critical_point.csv", caption="../report/critical_point.rst",
+                        category="Scaling curve", labels={"variant": "{root}", "figure": "critical point"}),
+        transfer="{root}/transfer.csv",
+    params:
+        variant=variant_of,
+    conda:
+        "../envs/prefinetune.yaml"
+    log:
+        "logs/{root}/analyse.log",
+    benchmark:
+        "benchmarks/{root}/analyse.tsv"
+    script:
+        "../workflow_scripts/analyse.py"
+
+
 rule plot:
     input:
         "{root}/scaling.csv",
+        critical="{root}/critical_point.csv",
     output:
         pdf="{root}/scaling_curve.pdf",
         png=report("{root}/scaling_curve.png", caption="../report/scaling_curve.rst", category="Scaling curve",
@@ -41,3 +68,64 @@ rule plot:
         "benchmarks/{root}/plot.tsv"
     script:
         "../workflow_scripts/plot.py"
+
+
+rule plot_transfer:
+    input:
+        "{root}/transfer.csv",
+    output:
+        pdf="{root}/transfer.pdf",
+        png=report("{root}/transfer.png", caption="../report/transfer.rst", category="Transfer",
+                   labels={"variant": "{root}", "figure": "transfer map"}),
+    params:
+        title=transfer_title,
+    conda:
+        "../envs/prefinetune.yaml"
+    log:
+        "logs/{root}/plot_transfer.log",
+    benchmark:
+        "benchmarks/{root}/plot_transfer.tsv"
+    script:
+        "../workflow_scripts/plot_transfer.py"
+
+
+rule plot_losses:
+    input:
+        train_logs,
+    output:
+        pdf="{root}/prefinetune_loss.pdf",
+        png=report("{root}/prefinetune_loss.png", caption="../report/prefinetune_loss.rst",
+                   category="Pre-finetuning", labels={"variant": "{root}", "figure": "loss curves"}),
+    params:
+        title=loss_title,
+    conda:
+        "../envs/prefinetune.yaml"
+    log:
+        "logs/{root}/plot_losses.log",
+    benchmark:
+        "benchmarks/{root}/plot_losses.tsv"
+    script:
+        "../workflow_scripts/plot_losses.py"
+
+
+rule compare_ablations:
+    input:
+        tables=expand("{root}/scaling.csv", root=[variant_root(v) for v in EXP.variants]),
+        critical=expand("{root}/critical_point.csv", root=[variant_root(v) for v in EXP.variants]),
+    output:
+        table=report(f"{ABLATION_ROOT}/comparison.csv", caption="../report/ablation_comparison.rst",
+                     category="Ablations", labels={"figure": "critical points"}),
+        pdf=f"{ABLATION_ROOT}/comparison.pdf",
+        png=report(f"{ABLATION_ROOT}/comparison.png", caption="../report/ablation_comparison.rst",
+                   category="Ablations", labels={"figure": "comparison"}),
+    params:
+        variants=EXP.variants,
+        title=f"ablations against the main curve, {MODEL}",
+    conda:
+        "../envs/prefinetune.yaml"
+    log:
+        f"logs/{ABLATION_ROOT}/comparison.log",
+    benchmark:
+        f"benchmarks/{ABLATION_ROOT}/comparison.tsv"
+    script:
+        "../workflow_scripts/compare_ablations.py"

@@ -166,15 +166,36 @@ def variant_of(wildcards):
     return root_variant(wildcards.root)
 
 
-def plot_title(wildcards):
+def curve_name(wildcards):
     variant = root_variant(wildcards.root)
-    name = "pre-finetuning" if variant == MAIN else f"ablation: {variant}"
-    return f"{name}, {MODEL}: target performance vs number of pre-finetuning tasks"
+    return f"{'pre-finetuning' if variant == MAIN else f'ablation: {variant}'}, {MODEL}"
+
+
+def plot_title(wildcards):
+    return f"{curve_name(wildcards)}: target performance vs number of pre-finetuning tasks"
+
+
+def train_logs(wildcards):
+    """The pre-finetuning log of every model of one root."""
+    return expand(f"{wildcards.root}/prefinetune/k{{k}}/draw{{draw}}/train_log.tsv",
+                  k=[k for k in EXP.counts if k > 0], draw=EXP.draws)
+
+
+def transfer_title(wildcards):
+    return f"per-task transfer, {curve_name(wildcards)}: effect of a task in the subset, k fixed"
+
+
+def loss_title(wildcards):
+    return f"pre-finetuning loss, {curve_name(wildcards)}"
+
+
+CURVE_FILES = ["scaling.csv", "scaling_curve.pdf", "scaling_curve.png", "critical_point.csv", "transfer.csv",
+               "transfer.pdf", "transfer.png", "prefinetune_loss.pdf", "prefinetune_loss.png"]
 
 
 def curve_outputs(variants):
     roots = [variant_root(v) for v in variants]
-    return expand("{root}/{name}", root=roots, name=["scaling.csv", "scaling_curve.pdf", "scaling_curve.png"])
+    return expand("{root}/{name}", root=roots, name=CURVE_FILES)
 
 
 def all_outputs():
@@ -183,4 +204,6 @@ def all_outputs():
 
 
 def ablation_outputs():
-    return curve_outputs([v for v in EXP.variants if v != MAIN])
+    ablations = [v for v in EXP.variants if v != MAIN]
+    comparison = expand(f"{ABLATION_ROOT}/comparison.{{ext}}", ext=["csv", "pdf", "png"]) if ablations else []
+    return [*curve_outputs(ablations), *comparison]

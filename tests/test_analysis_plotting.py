@@ -1,4 +1,4 @@
-"""collect / summarize / write_table on hand-made runs, and the scaling figure's files."""
+"""collect / summarize / write_table on hand-made runs, the figures' files, and that every figure fits its canvas."""
 
 import json
 import math
@@ -6,8 +6,10 @@ import math
 import pandas as pd
 import pytest
 
-from prefinetune.analysis import COLUMNS, collect, efficiency_summary, summarize, write_table
-from prefinetune.plotting import plot_efficiency, plot_scaling
+from prefinetune.analysis import (COLUMNS, collect, critical_table, efficiency_summary, read_train_logs, summarize,
+                                  transfer_map, write_table)
+from prefinetune.plotting import (comparison_figure, differences, efficiency_figure, loss_figure, plot_efficiency,
+                                  plot_scaling, scaling_figure, transfer_figure, write_comparison)
 
 
 def run(k, draw, target, seed, value, variant="main"):
@@ -111,3 +113,107 @@ def test_sample_efficiency_summary_and_figure(tmp_path):
     pdf, png = tmp_path / "se.pdf", tmp_path / "se.png"
     plot_efficiency(table, pdf, png, title="test efficiency")
     assert pdf.read_bytes().startswith(b"%PDF") and png.read_bytes().startswith(b"\x89PNG")
+
+
+# -- figures fit their content ---------------------------------------------------------------------------------------
+LONG_TITLE = "sample efficiency, tiny-roberta: fine-tuning on a share of the training data, per pre-finetuning k"
+
+
+def study(targets, counts=(0, 3, 6, 12, 24), draws=3, seeds=2, percents=(100,)):
+    """A table in the scaling.csv shape: a dip then a rise on every target, and the draws' task orders."""
+    rows = [{"variant": "main", "k": k, "draw": 0 if k == 0 else d, "target": t, "seed": s, "metric": "accuracy",
+             "percent": p, "value": 0.6 - 0.01 * min(k, 6) + 0.008 * max(k - 6, 0) + 0.002 * d + 0.003 * s
+             + 0.0005 * p}
+            for t in targets for k in counts for d in (range(1, draws + 1) if k else [0])
+            for s in range(1, seeds + 1) for p in percents]
+    pool = [f"task_{i:02d}" for i in range(24)]
+    orders = {d: pool[d:] + pool[:d] for d in range(1, draws + 1)}
+    return pd.DataFrame(rows), orders
+
+
+def _inside_canvas(fig):
+    """The title's and every legend's extent, asserted to lie inside the figure's canvas."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    artists = [fig._suptitle, *fig.legends] if fig._suptitle is not None else list(fig.legends)
+    assert fig._suptitle is not None and fig._suptitle.get_text()
+    canvas = fig.bbox
+    for artist in artists:
+        box = artist.get_window_extent(renderer)
+        assert box.x0 >= canvas.x0 - 1 and box.x1 <= canvas.x1 + 1, (artist, box, canvas)
+        assert box.y0 >= canvas.y0 - 1 and box.y1 <= canvas.y1 + 1, (artist, box, canvas)
+    return len(artists)
+
+
+@pytest.mark.parametrize("targets", [["only"], ["a", "b", "c", "d"]], ids=["one panel", "several panels"])
+def test_every_figure_keeps_its_title_and_legend_inside_the_canvas(targets):
+    import matplotlib.pyplot as plt
+
+    df, orders = study(targets)
+    critical = critical_table(df, "main", n_boot=50)
+    efficiency, _ = study(targets, percents=(10, 50, 100))
+    logs = pd.DataFrame([{"k": k, "draw": d, "step": s, "loss": 1 / (1 + s) + d} for k in (3, 6, 12, 24)
+                         for d in (1, 2, 3) for s in range(0, 100, 10)])
+    figures = {
+        "scaling": scaling_figure(df, LONG_TITLE, critical),
+        "efficiency": efficiency_figure(efficiency, LONG_TITLE),
+        "transfer": transfer_figure(transfer_map(df, orders, "main", n_boot=20), LONG_TITLE),
+        "losses": loss_figure(logs, LONG_TITLE),
+        "comparison": comparison_figure({"main": df, "ablation": df.assign(value=df["value"] + 0.01)}, LONG_TITLE,
+                                        n_boot=20, level=0.9),
+    }
+    for name, fig in figures.items():
+        with_legend = _inside_canvas(fig)
+        assert with_legend == (1 if name == "transfer" else 2), name  # the title, and a legend where it has one
+        plt.close(fig)
+
+
+def test_scaling_figure_marks_an_identified_critical_point_only(tmp_path):
+    df, _ = study(["a", "b"])
+    critical = critical_table(df, "main", n_boot=50)
+    assert (critical["status"] == "identified").all()
+    fig = scaling_figure(df, "t", critical)
+    labels = fig.legends[0].get_texts()
+    assert {"hinge fit", "break-even k"} <= {t.get_text() for t in labels}
+    flat = critical.assign(status="not identified")
+    fig = scaling_figure(df, "t", flat)
+    assert "hinge fit" not in {t.get_text() for t in fig.legends[0].get_texts()}
+    assert sum("k_c not identified" == t.get_text() for ax in fig.axes for t in ax.texts) == 3
+
+
+def test_train_logs_are_read_with_their_k_and_draw(tmp_path):
+    paths = []
+    for k, d in ((3, 1), (12, 2)):
+        path = tmp_path / f"k{k}/draw{d}/train_log.tsv"
+        path.parent.mkdir(parents=True)
+        path.write_text("step\tloss\tlr\ttasks_in_update\tseconds\n25\t1.5\t0.001\t7\t0.1\n50\t1.2\t0.001\t8\t0.2\n")
+        paths.append(path)
+    logs = read_train_logs(paths)
+    assert logs.to_dict("list") == {"k": [3, 3, 12, 12], "draw": [1, 1, 2, 2], "step": [25, 50, 25, 50],
+                                    "loss": [1.5, 1.2, 1.5, 1.2]}
+    with pytest.raises(ValueError, match="not a path of the form"):
+        read_train_logs([tmp_path / "train_log.tsv"])
+
+
+def test_comparison_writes_every_variants_critical_points_and_the_figure(tmp_path):
+    df, _ = study(["a", "b"])
+    tables, criticals = [], []
+    for variant, shift in (("main", 0.0), ("no_loss_scaling", 0.02)):
+        table = df.assign(variant=variant, value=df["value"] + shift * (df["k"] > 0))
+        tables.append(tmp_path / f"{variant}.csv")
+        criticals.append(tmp_path / f"{variant}_critical.csv")
+        write_table(table, tables[-1])
+        write_table(critical_table(table, variant, n_boot=30), criticals[-1])
+    out = tmp_path / "ablations"
+    write_comparison(["main", "no_loss_scaling"], tables, criticals, out / "comparison.csv", out / "comparison.pdf",
+                     out / "comparison.png", "t", n_boot=30, level=0.9)
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert comparison["variant"].tolist() == ["main"] * 3 + ["no_loss_scaling"] * 3
+    assert comparison["target"].tolist() == ["a", "b", "mean"] * 2
+    assert (out / "comparison.pdf").read_bytes().startswith(b"%PDF")
+    assert (out / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    diff = differences({"main": df, "shifted": df.assign(value=df["value"] + 0.02 * (df["k"] > 0))}, 50, 0.9)
+    per_target = diff[diff["target"] != "mean"]
+    assert sorted(per_target["k"].unique()) == [3, 6, 12, 24]  # k = 0 is the same model for every variant
+    assert per_target["difference"].to_numpy() == pytest.approx(0.02)
+    assert (per_target["lo"] <= 0.02 + 1e-9).all() and (per_target["hi"] >= 0.02 - 1e-9).all()

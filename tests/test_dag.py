@@ -23,7 +23,10 @@ def expected_counts(config: dict) -> dict[str, int]:
         "prefinetune": len(trained) * len(exp.draws),
         "finetune": len(trained) * len(exp.draws) * runs,
         "aggregate": 1,
+        "analyse": 1,  # critical point and per-task transfer
         "plot": 1,
+        "plot_transfer": 1,
+        "plot_losses": 1,
         "all": 1,
     }
     if 0 in exp.counts:
@@ -63,8 +66,11 @@ def test_ablation_curves_have_their_own_folders(tmp_path):
     counts = job_counts(result.stdout)
     config = load_config()
     n_ablations = len(config["ablations"])
-    assert counts["aggregate"] == n_ablations and counts["plot"] == n_ablations
-    assert counts["prefinetune"] == 8 * n_ablations
+    assert counts["plot"] == n_ablations and counts["plot_transfer"] == n_ablations
+    # the comparison with the main curve needs the main curve's table and critical points as well
+    assert counts["aggregate"] == counts["analyse"] == n_ablations + 1 and counts["compare_ablations"] == 1
+    assert counts["prefinetune"] == 8 * (n_ablations + 1)
+    assert "results/ablations/comparison.png" in result.stdout
     assert "results/ablations/no_loss_scaling/prefinetune/k24/draw2/model" in result.stdout
     assert "results/ablations/homogeneous_batches/scaling_curve.pdf" in result.stdout
     # the k = 0 baseline and the data are shared with the main curve, not duplicated per ablation

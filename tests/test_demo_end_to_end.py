@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from prefinetune.analysis import COLUMNS
+from prefinetune.breakpoint import COLUMNS as CRITICAL_COLUMNS
 from workflow_helpers import REPO, SNAKEMAKE, job_counts, load_config, snakemake
 
 pytestmark = pytest.mark.slow
@@ -58,6 +59,40 @@ def test_curve_table_and_report_are_written(demo):
     pair = table[table.family == "classification"]
     assert (pair.value == pair.accuracy).all() and pair.matthews.notna().all() and pair.exact_match.isna().all()
     assert (table[table.k == 0].draw == 0).all()  # the baseline is computed once, shared by all draws
+
+
+def test_critical_point_transfer_and_loss_curves_are_in_the_report(demo):
+    config = load_config()
+    results = demo / "results"
+    critical = pd.read_csv(results / "critical_point.csv")
+    assert list(critical.columns) == CRITICAL_COLUMNS
+    assert critical.target.tolist() == [*sorted(config["targets"]), "mean"]
+    assert (critical.n_k == 5).all() and (critical.n_draws == 2).all() and (critical.n_runs == 18).all()
+    # 2 draws are too few for the bootstrap: no breakpoint, no number for it; the single line's slope only
+    assert (critical.status == "not identified").all()
+    assert critical.reason.str.startswith("too few draws (2; the bootstrap needs at least 3)").all()
+    assert critical[["k_c", "k_c_lo", "slope_before", "slope_after", "break_even", "p_breakpoint"]].isna().all().all()
+    assert critical.slope_line.notna().all()
+
+    transfer = pd.read_csv(results / "transfer.csv")
+    assert set(transfer.target) == {*config["targets"], "mean"}
+    assert set(transfer.task) == set(config["pool"]) | set(config["targets"])
+    targets = transfer[transfer.task.isin(config["targets"])]  # the paper's protocol: in every subset
+    assert (~targets.identified).all() and targets.reason.str.startswith("in every subset").all()
+    assert transfer.loc[~transfer.identified, "effect"].isna().all()
+    assert (~transfer.identified).all()  # 2 draws: one draw against the other identifies no task (too few draws)
+
+    for name in ("transfer", "prefinetune_loss"):
+        assert (results / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+        assert (results / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    # the curve was drawn from the critical-point table
+    assert (results / "scaling_curve.png").stat().st_mtime >= (results / "critical_point.csv").stat().st_mtime
+    report = (results / "report.html").read_text()
+    for entry, caption in (("critical_point.csv", "The critical point of each target"),
+                           ("transfer.png", "Per-task transfer: for each pool task"),
+                           ("prefinetune_loss.png", "Pre-finetuning loss against the update"),
+                           ("scaling_curve.png", "Where the critical")):
+        assert entry in report and caption in report, entry
 
 
 def test_subsets_are_nested_and_recorded(demo):
@@ -102,25 +137,31 @@ def _with_config(workdir, change):
     return path
 
 
+# what a new fine-tuning or pre-finetuning run redoes downstream, once each
+CURVE_JOBS = {"aggregate": 1, "analyse": 1, "plot": 1, "plot_transfer": 1, "plot_losses": 1, "all": 1}
+
+
 def test_adding_a_task_count_schedules_only_the_new_jobs(demo):
     changed = _with_config(demo, lambda c: c["task_counts"].append(4))
     counts = job_counts(dry_run(demo, "--configfile", str(changed)))
-    assert counts == {"prefinetune": 2, "finetune": 8, "aggregate": 1, "plot": 1, "all": 1}
+    assert counts == {"prefinetune": 2, "finetune": 8, **CURVE_JOBS}
 
 
 def test_changing_a_hyperparameter_redoes_exactly_what_it_affects(demo):
     changed = _with_config(demo, lambda c: c["prefinetune"].__setitem__("lr", 1.0e-4))
     counts = job_counts(dry_run(demo, "--configfile", str(changed)))
-    assert counts == {"prefinetune": 8, "finetune": 32, "aggregate": 1, "plot": 1, "all": 1}
+    assert counts == {"prefinetune": 8, "finetune": 32, **CURVE_JOBS}
 
     changed = _with_config(demo, lambda c: c["finetune"].__setitem__("epochs", 2))
     counts = job_counts(dry_run(demo, "--configfile", str(changed)))
-    assert counts == {"finetune": 32, "finetune_baseline": 4, "aggregate": 1, "plot": 1, "all": 1}
+    downstream = {job: n for job, n in CURVE_JOBS.items() if job != "plot_losses"}  # the pre-finetuning logs stay
+    assert counts == {"finetune": 32, "finetune_baseline": 4, **downstream}
 
 
 def test_ablations_reuse_data_and_train_their_own_models(demo):
     counts = job_counts(dry_run(demo, "ablations"))
-    assert set(counts) == {"prefinetune", "finetune", "aggregate", "plot", "ablations"}
+    assert set(counts) == {"prefinetune", "finetune", "aggregate", "analyse", "plot", "plot_transfer", "plot_losses",
+                           "compare_ablations", "ablations"}
 
     target = "results/ablations/homogeneous_batches/prefinetune/k12/draw1/train_log.tsv"
     scaling_off = "results/ablations/no_loss_scaling/prefinetune/k3/draw1/model"

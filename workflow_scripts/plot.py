@@ -1,9 +1,14 @@
-"""Snakemake entry point: the scaling curve or the sample-efficiency figure (PDF for papers, PNG for the report)."""
+"""Snakemake entry point: the scaling curve (marked with its critical point) or the sample-efficiency figure
+(PDF for papers, PNG for the report)."""
 import pandas as pd
 
 from prefinetune.plotting import plot_efficiency, plot_scaling
 from prefinetune.workflow import logging_to
 
 with logging_to(snakemake.log[0]):
-    plot = plot_efficiency if snakemake.params.get("figure") == "efficiency" else plot_scaling
-    plot(pd.read_csv(snakemake.input[0]), snakemake.output.pdf, snakemake.output.png, snakemake.params.title)
+    table = pd.read_csv(snakemake.input[0])
+    if snakemake.params.get("figure") == "efficiency":
+        plot_efficiency(table, snakemake.output.pdf, snakemake.output.png, snakemake.params.title)
+    else:
+        critical = pd.read_csv(snakemake.input.critical)
+        plot_scaling(table, snakemake.output.pdf, snakemake.output.png, snakemake.params.title, critical)

@@ -37,7 +37,8 @@ def collect(paths: list[str], variant: str) -> pd.DataFrame:
     return df.sort_values(SORT_KEYS, ignore_index=True)
 
 
-def _describe(groups) -> pd.DataFrame:
+def describe(groups) -> pd.DataFrame:
+    """mean, std, min, max and n of ``value`` per group."""
     stats = groups["value"].agg(["mean", "std", "min", "max", "count"])
     return stats.rename(columns={"count": "n"}).reset_index()
 
@@ -54,17 +55,137 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     first averaged over its targets, then those averages are summarized. std is the sample standard
     deviation (NaN when n == 1).
     """
-    per_target = _describe(df.groupby(["target", "k"]))
-    mean_rows = _describe(mean_over_targets(df).groupby("k")).assign(target="mean")
+    per_target = describe(df.groupby(["target", "k"]))
+    mean_rows = describe(mean_over_targets(df).groupby("k")).assign(target="mean")
     return pd.concat([per_target, mean_rows[per_target.columns]], ignore_index=True)
 
 
 def efficiency_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per (target, k, percent): mean, std, min, max and n of ``value`` over draws and seeds."""
-    return _describe(df.groupby(["target", "k", "percent"]))
+    return describe(df.groupby(["target", "k", "percent"]))
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write ``df`` as CSV (no index), atomically."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+
+
+# -- the study's answer: critical point and transfer (breakpoint.py, transfer.py) --------------------------------------
+STANDARDISED = "standardised"  # the metric of the mean over targets
+CLI_REQUIRED = ["k", "draw", "target", "seed", "value"]
+
+
+def standardised_mean(df: pd.DataFrame) -> pd.DataFrame:
+    """Each (k, draw, seed)'s mean over targets of the standardised value, so that no metric dominates.
+
+    A target's value is standardised as (value - its mean at k = 0) / its standard deviation over all its runs
+    (1 where that is 0 or undefined): 0 is the baseline, 1 is one standard deviation of that target.
+    """
+    values = df["value"].groupby(df["target"])
+    centre = df["value"].where(df["k"] == 0).groupby(df["target"]).transform("mean").fillna(values.transform("mean"))
+    sd = values.transform("std")
+    scaled = df.assign(value=(df["value"] - centre) / sd.where(sd > 0, 1.0))
+    return mean_over_targets(scaled)
+
+
+def curve_series(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(target, metric, runs) for every target, then ("mean", "standardised", the standardised mean)."""
+    metric_of = df.groupby("target")["metric"].first() if "metric" in df else {}
+    series = [(t, str(metric_of.get(t, "value")), df[df["target"] == t]) for t in sorted(df["target"].unique())]
+    return [*series, ("mean", STANDARDISED, standardised_mean(df))]
+
+
+def critical_table(df: pd.DataFrame, variant: str, **kwargs) -> pd.DataFrame:
+    """The critical-point table of one curve (see ``breakpoint.critical_points``)."""
+    from .breakpoint import critical_points
+
+    return critical_points(curve_series(df), variant, **kwargs)
+
+
+def read_scaling(path: str | os.PathLike) -> pd.DataFrame:
+    """A table in the ``scaling.csv`` format; only k, draw, target, seed and value are required."""
+    df = pd.read_csv(path)
+    missing = [c for c in CLI_REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing} (needs {CLI_REQUIRED})")
+    for column in ("k", "draw", "seed", "value"):
+        bad = pd.to_numeric(df[column], errors="coerce").isna()
+        if bad.any():
+            row = int(bad.idxmax()) + 2  # 1-based, after the header
+            raise ValueError(f"{path}: row {row}: column '{column}' is not a number: {df[column][bad.idxmax()]!r}")
+    df[["k", "draw", "seed"]] = df[["k", "draw", "seed"]].astype(int)
+    df["value"] = df["value"].astype(float)
+    return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m prefinetune.analysis SCALING_CSV``: print the critical-point table of any such table."""
+    import argparse
+    import sys
+
+    from .breakpoint import LEVEL, N_BOOT
+
+    parser = argparse.ArgumentParser(prog="python -m prefinetune.analysis", description=main.__doc__)
+    parser.add_argument("table", help="a CSV with columns k, draw, target, seed, value (others optional)")
+    parser.add_argument("--bootstrap", type=int, default=N_BOOT, help=f"bootstrap replicates (default {N_BOOT})")
+    parser.add_argument("--level", type=float, default=LEVEL, help=f"confidence level (default {LEVEL})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    parser.add_argument("--output", help="also write the table to this CSV")
+    args = parser.parse_args(argv)
+    try:
+        df = read_scaling(args.table)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    variant = str(df["variant"].iloc[0]) if "variant" in df and len(df) else "main"
+    table = critical_table(df, variant, n_boot=args.bootstrap, level=args.level, seed=args.seed)
+    if args.output:
+        write_table(table, args.output)
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 80):
+        print(table.drop(columns=["variant"]).to_string(index=False, na_rep=""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+def read_orders(paths: list[str | os.PathLike]) -> dict[int, list[str]]:
+    """Each draw's task order from the subsets step's ``draw<d>.yaml`` files."""
+    import yaml
+
+    orders = {}
+    for path in paths:
+        with open(path) as f:
+            record = yaml.safe_load(f)
+        if not isinstance(record, dict) or "draw" not in record or "order" not in record:
+            raise ValueError(f"{path}: needs the fields 'draw' and 'order'")
+        orders[int(record["draw"])] = list(record["order"])
+    return orders
+
+
+def transfer_map(df: pd.DataFrame, orders: dict[int, list[str]], variant: str, **kwargs) -> pd.DataFrame:
+    """The per-task transfer table of one curve (see ``transfer.transfer_table``)."""
+    from .breakpoint import LEVEL, N_BOOT
+    from .transfer import transfer_table
+
+    kwargs = {"n_boot": N_BOOT, "level": LEVEL, **kwargs}
+    return transfer_table(curve_series(df), orders, variant, **kwargs)
+
+
+def read_train_logs(paths: list[str | os.PathLike]) -> pd.DataFrame:
+    """The pre-finetuning logs ``.../k<k>/draw<d>/train_log.tsv`` as one table: k, draw, step, loss."""
+    import re
+
+    parts = []
+    for path in paths:
+        match = re.search(r"k(\d+)/draw(\d+)/train_log\.tsv$", str(path))
+        if not match:
+            raise ValueError(f"{path}: not a path of the form .../k<k>/draw<d>/train_log.tsv")
+        log = pd.read_csv(path, sep="\t")
+        missing = [c for c in ("step", "loss") if c not in log.columns]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}")
+        parts.append(log[["step", "loss"]].assign(k=int(match[1]), draw=int(match[2])))
+    return pd.concat(parts, ignore_index=True)[["k", "draw", "step", "loss"]]
