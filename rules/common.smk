@@ -129,9 +129,19 @@ def finetune_runs(root, targets=None):
     return runs
 
 
+def finetune_settings(wildcards):
+    return EXP.finetune_settings(wildcards.target)
+
+
 def train_percent(wildcards):
     """Share of the target's training data: 100 except in the sample-efficiency runs."""
     return int(wildcards.get("pct", 100))
+
+
+def fraction_order_seed(wildcards):
+    """sample_efficiency.seed, which orders the examples a share keeps; None for the whole split, which it
+    does not change (so changing it reruns no run of the main curve)."""
+    return EXP.fraction_seed if train_percent(wildcards) < 100 else None
 
 
 def efficiency_runs():

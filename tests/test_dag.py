@@ -127,6 +127,15 @@ def test_slurm_profile_requests_a_gpu_per_training_job(tmp_path):
     assert f"gpu={res['gpus']}" in resources and f"cpus_per_task={res['threads']}" in resources
     assert "runtime=1440" in resources and res["runtime"] == "24h"  # Snakemake turns "24h" into minutes
     assert "slurm_partition=" in resources
+    assert "slurm_extra=--signal=TERM@300" in resources
+    # fine-tuning checkpoints too, so it gets the same advance warning (also the sample-efficiency runs)
+    for rule in ("finetune", "finetune_baseline"):
+        job = out[out.index(f"\nrule {rule}:"):]
+        assert "slurm_extra=--signal=TERM@300" in job[job.index("resources:"):].splitlines()[0], rule
+    efficiency = snakemake(workdir, "--profile", "slurm", "-n", "--cores", "64", "sample_efficiency").stdout
+    job = efficiency[efficiency.index("\nrule finetune_fraction:"):]
+    assert "slurm_extra=--signal=TERM@300" in job[job.index("resources:"):].splitlines()[0]
+    assert "slurm_partition=<EDIT: GPU partition>" in job[job.index("resources:"):].splitlines()[0]
 
 
 def test_multi_node_prefinetune_asks_for_nodes_and_gpus_per_node(tmp_path):

@@ -31,6 +31,8 @@ class Experiment:
         config.setdefault("ablations", {})
         config.setdefault("doc_stride", 128)
         config.setdefault("sample_efficiency", None)
+        config.setdefault("finetune_overrides", {})
+        config["plan"] = {**DEFAULT_PLAN, **(config.get("plan") or {})}
         for resources in config["resources"].values():
             resources.setdefault("nodes", 1)
         registry = Path(config["registry"])
@@ -63,6 +65,9 @@ class Experiment:
         for i, name in enumerate(self.efficiency_targets):
             if name not in self.tasks:
                 self._fail(f"sample_efficiency.targets[{i}]", f"unknown task '{name}' (not in the registry {c['registry']})")
+        for name in c["finetune_overrides"]:
+            if name not in self.tasks:
+                self._fail(f"finetune_overrides.{name}", f"unknown task '{name}' (not in the registry {c['registry']})")
 
     # -- queries used by the Snakefile ---------------------------------------------------------------------
     @property
@@ -115,18 +120,23 @@ class Experiment:
         """The pre-finetuning hyper-parameters of a variant: the main section with the ablation's overrides."""
         if variant != MAIN and variant not in self.config["ablations"]:
             raise ConfigError(f"{self.source}: ablations: no variant named '{variant}'")
-        settings = dict(DEFAULT_TRAIN)
-        settings.update(self.config["prefinetune"])
+        merged = {**DEFAULT_TRAIN, **self.config["prefinetune"]}
         if variant != MAIN:
-            settings.update(self.config["ablations"][variant])
-        settings["max_length"] = self.config["max_length"]
-        return settings
+            merged.update(self.config["ablations"][variant])
+        return {**{k: merged[k] for k in PREFINETUNE_READS if k in merged}, "max_length": self.config["max_length"]}
 
-    def finetune_settings(self) -> dict:
-        settings = dict(DEFAULT_TRAIN)
-        settings.update(self.config["finetune"])
-        settings["max_length"] = self.config["max_length"]
-        return settings
+    def finetune_settings(self, target: str) -> dict:
+        """The fine-tuning hyper-parameters of a target: the finetune section with the target's overrides."""
+        merged = {**DEFAULT_TRAIN, **self.config["finetune"], **self.config["finetune_overrides"].get(target, {})}
+        return {**{k: merged[k] for k in FINETUNE_READS if k in merged}, "max_length": self.config["max_length"]}
+
+
+def run_options(config: dict, stage: str) -> dict:
+    """How a job of ``stage`` (prefinetune or finetune) runs, not what it computes: log and checkpoint intervals
+    and the evaluation batch size. The job reads them from the config itself, so they are never params and
+    changing them reruns nothing. Ablations use the prefinetune section's."""
+    section = config.get(stage) or {}
+    return {k: section.get(k, DEFAULT_TRAIN[k]) for k in RUN_OPTIONS}
 
 
 DEFAULT_PERCENTS = list(range(10, 101, 10))  # sample efficiency: 10 %, 20 %, ..., 100 % of the training data
@@ -149,3 +159,15 @@ DEFAULT_TRAIN = {
     "carry_heads": False,
     "checkpoint_every": 1000,
 }
+
+# What each stage's training reads, so exactly the params of its jobs: changing one reruns the job. Left out:
+# RUN_OPTIONS (see run_options); for fine-tuning also `seed` (the seed wildcard replaces it) and the sampler's
+# batches, temperature and cap (one task: every batch is that task's); for pre-finetuning the fine-tuning keys.
+PREFINETUNE_READS = ("max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio", "weight_decay", "max_grad_norm",
+                     "dropout", "batches", "loss_scaling", "temperature", "cap", "seed")
+FINETUNE_READS = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio", "weight_decay",
+                  "max_grad_norm", "dropout", "loss_scaling", "max_answer_tokens", "carry_heads")
+RUN_OPTIONS = ("log_every", "checkpoint_every", "eval_batch_size")
+
+# The cost plan (prefinetune.plan): throughput assumed where no measured tokens_per_s is given.
+DEFAULT_PLAN = {"gpu": "a100", "precision": "bf16", "mfu": 0.3, "tokens_per_s": None, "model_params": None}
