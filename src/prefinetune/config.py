@@ -8,6 +8,7 @@ Both stop with a :class:`ConfigError` whose message is one line naming the field
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,7 +129,14 @@ class Experiment:
     def finetune_settings(self, target: str) -> dict:
         """The fine-tuning hyper-parameters of a target: the finetune section with the target's overrides."""
         merged = {**DEFAULT_TRAIN, **self.config["finetune"], **self.config["finetune_overrides"].get(target, {})}
-        return {**{k: merged[k] for k in FINETUNE_READS if k in merged}, "max_length": self.config["max_length"]}
+        reads = [k for k in FINETUNE_READS if k != "max_answer_tokens" or self.tasks[target].type == "span"]
+        return {**{k: merged[k] for k in reads if k in merged}, "max_length": self.config["max_length"]}
+
+
+def finetune_steps(settings: dict, examples: int) -> int:
+    """Updates of a fine-tuning run: ``epochs`` passes over ``examples`` (span: windows), capped by ``max_steps``."""
+    steps = math.ceil(settings["epochs"] * examples / (settings["batch_size"] * settings.get("grad_accum", 1)))
+    return min(steps, settings.get("max_steps") or steps)
 
 
 def run_options(config: dict, stage: str) -> dict:
@@ -162,7 +170,8 @@ DEFAULT_TRAIN = {
 
 # What each stage's training reads, so exactly the params of its jobs: changing one reruns the job. Left out:
 # RUN_OPTIONS (see run_options); for fine-tuning also `seed` (the seed wildcard replaces it) and the sampler's
-# batches, temperature and cap (one task: every batch is that task's); for pre-finetuning the fine-tuning keys.
+# batches, temperature and cap (one task: every batch is that task's), and max_answer_tokens but for span targets;
+# for pre-finetuning the fine-tuning keys.
 PREFINETUNE_READS = ("max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio", "weight_decay", "max_grad_norm",
                      "dropout", "batches", "loss_scaling", "temperature", "cap", "seed")
 FINETUNE_READS = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio", "weight_decay",

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 from . import checkpoint, distributed
-from .config import DEFAULT_TRAIN
+from .config import DEFAULT_TRAIN, finetune_steps
 from .data import fraction, load_tokenized
 from .evaluation import compute_metrics
 from .heads import MultiTaskModel, saved_heads
@@ -74,12 +72,6 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     if checkpoint_dir is not None:
         checkpoint.remove(checkpoint_dir)
     return result
-
-
-def finetune_steps(settings: dict, examples: int) -> int:
-    """Updates of a fine-tuning run: ``epochs`` passes over ``examples`` (span: windows), capped by ``max_steps``."""
-    steps = math.ceil(settings["epochs"] * examples / (settings["batch_size"] * settings["grad_accum"]))
-    return min(steps, settings.get("max_steps") or steps)
 
 
 def evaluate(model: MultiTaskModel, target: Task, tokenized: str, pad_id: int, settings: dict) -> dict:
