@@ -229,5 +229,6 @@ def plan_tokenized(wildcards):
 
 
 def plan_tasks():
-    return {name: {"type": t.type, "num_labels": t.num_labels, "size": t.size} for name, t in EXP.tasks.items()
+    return {name: {"type": t.type, "num_labels": t.num_labels, "size": t.size, "source": t.source}
+            for name, t in EXP.tasks.items()
             if name in EXP.used_tasks}

@@ -31,16 +31,19 @@ REGISTRY = {
 
 def test_rough_sizes_follow_the_registry():
     # classification: rows truncated to max_length
-    assert plan.rough_size("a", {"type": "classification", "num_labels": 2, "size": {"train": 10, "tokens": 300}},
+    assert plan.rough_size("a", {"type": "classification", "num_labels": 2, "size": {"train": 10, "tokens": 300}, "source": {}},
                            128, 32) == plan.TaskSize(10, 10 * 128, False)
     # multiple choice: one row per choice
-    assert plan.rough_size("b", {"type": "multiple_choice", "num_labels": 4, "size": {"train": 10, "tokens": 50}},
+    assert plan.rough_size("b", {"type": "multiple_choice", "num_labels": 4, "size": {"train": 10, "tokens": 50}, "source": {}},
                            128, 32) == plan.TaskSize(10, 10 * 4 * 50, False)
     # span: 300 tokens at 128 per window with a stride of 32 -> 1 + ceil(172 / 96) = 3 windows per example
-    assert plan.rough_size("c", {"type": "span", "num_labels": 0, "size": {"train": 10, "tokens": 300}},
+    assert plan.rough_size("c", {"type": "span", "num_labels": 0, "size": {"train": 10, "tokens": 300}, "source": {}},
                            128, 32) == plan.TaskSize(30, 10 * 3 * 128, False)
+    # a generated task without a size: its generator's count, rows of max_length at most
+    generated = {"type": "classification", "num_labels": 2, "size": None, "source": {"generator": {"train": 7}}}
+    assert plan.rough_size("g", generated, 64, 16) == plan.TaskSize(7, 7 * 64, False)
     with pytest.raises(ValueError, match="d: no size in the registry"):
-        plan.rough_size("d", {"type": "span", "num_labels": 0, "size": None}, 128, 32)
+        plan.rough_size("d", {"type": "span", "num_labels": 0, "size": None, "source": {"hub": "x"}}, 128, 32)
 
 
 def test_exact_size_counts_every_real_token(tmp_path):
@@ -93,7 +96,7 @@ def test_throughput_and_runtime():
     fits, = plan.estimate([job], sizes, rate=200.0)  # 360,000 tokens at 200/s: 0.5 h
     assert fits["hours"] == pytest.approx(0.5) and fits["fits"] and fits["basis"] == "rough"
     over, = plan.estimate([{**job, "runtime": "20m"}], sizes, rate=200.0)
-    assert not over["fits"] and over["needs"] == "1h"
+    assert not over["fits"] and over["needs"] == "1h" and over["attempts"] == 2  # 15 min of training per attempt
     halved, = plan.estimate([{**job, "gpus": 2}], sizes, rate=200.0)
     assert halved["hours"] == pytest.approx(0.25) and halved["gpu_hours"] == pytest.approx(0.5)
     summary = plan.summarize([fits, over])

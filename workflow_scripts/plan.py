@@ -12,7 +12,9 @@ with logging_to(snakemake.log[0]):
              plan.rough_size(name, p.tasks[name], p.max_length, p.doc_stride) for name, path in p.tokenized.items()}
     params = plan.model_parameters(p.model) if Path(p.model).exists() else p.throughput["model_params"]
     if not params:
-        raise ValueError(f"config: plan.model_params: needed until the model is downloaded to {p.model}")
+        print(f"Config error: plan.model_params: needed until the model is in {p.model} (run the download_model rule, "
+              f"or give the model's parameter count)", file=sys.stderr)
+        sys.exit(1)
     rate, throughput = plan.tokens_per_second(p.throughput, params)
     rows = plan.estimate(p.jobs, sizes, rate)
     summary = plan.summarize(rows)

@@ -44,8 +44,11 @@ class TaskSize:
 
 
 def rough_size(name: str, task: dict, max_length: int, doc_stride: int) -> TaskSize:
-    """From the registry's ``size``: train examples and the mean tokens of one row before truncation."""
+    """From the registry's ``size``: train examples and the mean tokens of one row before truncation. A generated
+    task without one: its generator's train count, every row at max_length (an upper bound)."""
     size = task.get("size")
+    if not size and "generator" in task["source"]:
+        size = {"train": task["source"]["generator"]["train"], "tokens": max_length}
     if not size:
         raise ValueError(f"{name}: no size in the registry and no tokenized data: the plan cannot price it "
                          f"(add size: {{train: N, tokens: T}} to its entry, or tokenize it first)")
@@ -113,11 +116,13 @@ def estimate(jobs: list[dict], sizes: dict[str, TaskSize], rate: float) -> list[
         gpu_hours = tokens / rate / 3600
         hours = gpu_hours / max(1, job["gpus"])
         limit = runtime_hours(job["runtime"])
-        fits = hours <= limit - WARNING_MINUTES / 60
+        useful = limit - WARNING_MINUTES / 60  # the time of one attempt that trains
+        fits = hours <= useful
         rows.append({"part": job["part"], "rule": job["rule"], "job": job["label"], "output": job["output"],
                      "examples": items, "tokens": round(tokens), "gpu_hours": gpu_hours, "hours": hours,
                      "runtime": job["runtime"], "fits": fits,
                      "needs": "" if fits else f"{math.ceil(hours + WARNING_MINUTES / 60)}h",
+                     "attempts": max(1, math.ceil(hours / useful)),  # resuming each time from the last checkpoint
                      "basis": "exact" if all(sizes[t].exact for t in job["tasks"]) else "rough"})
     return rows
 
@@ -152,7 +157,8 @@ def over_runtime(rows: list[dict]) -> list[str]:
     for (rule, label, runtime), rs in groups.items():
         longest = max(rs, key=lambda r: r["hours"])
         lines.append(f"{rule} {label}: {len(rs)} job(s) of up to {longest['hours']:.1f} h on their GPUs > runtime "
-                     f"{runtime}: needs {longest['needs']} (e.g. {longest['output']})")
+                     f"{runtime}: needs {longest['needs']}, or {longest['attempts']} attempts that resume "
+                     f"(e.g. {longest['output']})")
     return lines
 
 
@@ -169,7 +175,7 @@ def bill(summary: list[dict], over: list[str], throughput: str) -> str:
     lines = [f"Cost plan. Throughput: {throughput}.", head]
     for r in summary:
         lines.append(f"{r['part']:<18} {r['rule']:<27} {r['jobs']:>5} {r['examples']:>13,} {r['tokens']:>16,} "
-                     f"{r['gpu_hours']:>10,.1f} {r['longest_job_hours']:>9.1f} {r['jobs_over_runtime']:>5}  {r['basis']}")
+                     f"{r['gpu_hours']:>10,.2f} {r['longest_job_hours']:>9.1f} {r['jobs_over_runtime']:>5}  {r['basis']}")
     lines.append("Jobs over their runtime (estimate + the 5-minute warning > runtime):" if over else
                  "Every job fits its runtime.")
     lines += [f"  {line}" for line in over]
