@@ -2,6 +2,7 @@
 #   download -> tokenize -> subsets -> prefinetune (k, draw) -> finetune (target, seed) -> aggregate -> plot
 # Run the embedded default:  snakemake --cores 2 --directory demo
 # Run the cluster experiment: snakemake --profile slurm results/scaling_curve.pdf
+# What it will cost:         snakemake plan   (results/plan.tsv)
 
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ include: "rules/prefinetune.smk"
 include: "rules/finetune.smk"
 include: "rules/aggregate.smk"
 include: "rules/sample_efficiency.smk"
+include: "rules/plan.smk"
 
 
 report: "report/workflow.rst"
@@ -49,3 +51,9 @@ rule ablations:
 rule sample_efficiency:
     input:
         efficiency_outputs(),
+
+
+# The bill before launch (rules/plan.smk): results/plan.tsv, printed too. Offline, before any download.
+rule plan:
+    input:
+        rules.cost_plan.output,

@@ -133,9 +133,19 @@ def finetune_runs(root, targets=None):
     return runs
 
 
+def finetune_settings(wildcards):
+    return EXP.finetune_settings(wildcards.target)
+
+
 def train_percent(wildcards):
     """Share of the target's training data: 100 except in the sample-efficiency runs."""
     return int(wildcards.get("pct", 100))
+
+
+def fraction_order_seed(wildcards):
+    """sample_efficiency.seed, which orders the examples a share keeps; None for the whole split, which it
+    does not change (so changing it reruns no run of the main curve)."""
+    return EXP.fraction_seed if train_percent(wildcards) < 100 else None
 
 
 def efficiency_runs():
@@ -207,3 +217,45 @@ def ablation_outputs():
     ablations = [v for v in EXP.variants if v != MAIN]
     comparison = expand(f"{ABLATION_ROOT}/comparison.{{ext}}", ext=["csv", "pdf", "png"]) if ablations else []
     return [*curve_outputs(ablations), *comparison]
+
+
+# -- the cost plan (rules/plan.smk) -------------------------------------------------------------------------------
+def plan_jobs():
+    """Every training job of the curve, the ablations and the sample-efficiency study, once each, as the plan
+    prices it: rule, output, tasks, settings, runtime and GPUs (the same lists the rules above are built from)."""
+    jobs = []
+
+    def add(part, name, output, label, tasks, settings, res, percent=100):
+        jobs.append({"part": part, "rule": name, "output": output, "label": label, "tasks": tasks,
+                     "settings": settings, "percent": percent, "runtime": res["runtime"],
+                     "gpus": max(1, res["gpus"]) * res["nodes"]})
+
+    for variant in EXP.variants:
+        root, part = variant_root(variant), "curve" if variant == MAIN else "ablations"
+        for k in [k for k in EXP.counts if k > 0]:
+            for draw in EXP.draws:
+                add(part, "prefinetune", f"{root}/prefinetune/k{k}/draw{draw}/model", f"k={k}",
+                    EXP.subset(k, draw), EXP.prefinetune_settings(variant), RES["prefinetune"])
+    runs = [*finetune_runs("results"), *[r for v in EXP.variants if v != MAIN for r in finetune_runs(variant_root(v))],
+            *[r for r in efficiency_runs() if r.startswith(EFFICIENCY)]]  # at 100 %: the curve's own runs
+    for run in dict.fromkeys(runs):  # the k = 0 baseline is shared by the curve and the ablations: once
+        parts = Path(run).parts
+        target, pct = parts[-3], 100
+        if run.startswith(EFFICIENCY):
+            target, pct = parts[-4], int(parts[-3][len("pct"):])
+        name = ("finetune_fraction" if run.startswith(EFFICIENCY) else "finetune") + ("_baseline" if "k0" in parts else "")
+        part = "sample_efficiency" if run.startswith(EFFICIENCY) else "ablations" if run.startswith(ABLATION_ROOT) else "curve"
+        add(part, name, run, target, [target], EXP.finetune_settings(target), RES["finetune"], pct)
+    return jobs
+
+
+def plan_tokenized(wildcards):
+    """The tokenized data and model that exist already: the plan counts their real tokens and parameters."""
+    paths = [tokenized(t) for t in EXP.used_tasks] + [model_dir()]
+    return [p for p in paths if Path(p).exists()]
+
+
+def plan_tasks():
+    return {name: {"type": t.type, "num_labels": t.num_labels, "size": t.size, "source": t.source}
+            for name, t in EXP.tasks.items()
+            if name in EXP.used_tasks}

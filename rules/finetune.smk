@@ -1,5 +1,8 @@
 # Fine-tune every target with several seeds: from each pre-finetuned model, and from the original model
-# (k = 0, the baseline: computed once, shared by all draws and ablations).
+# (k = 0, the baseline: computed once, shared by all draws and ablations). Settings: config finetune, with the
+# target's finetune_overrides. Checkpoints go to checkpoints/<output folder> (outside the outputs, which
+# Snakemake deletes when a job fails): a rerun resumes from them. Log and checkpoint intervals and the
+# evaluation batch size are read by the job from the config, not params: changing them reruns nothing.
 
 
 rule finetune:
@@ -11,10 +14,10 @@ rule finetune:
         log_tsv="{root}/finetune/k{k}/draw{draw}/{target}/seed{seed}/train_log.tsv",
     params:
         target=target_entry,
-        settings=EXP.finetune_settings(),
+        settings=finetune_settings,
         meta=finetune_meta,
         percent=train_percent,
-        fraction_seed=EXP.fraction_seed,
+        fraction_seed=fraction_order_seed,
     conda:
         "../envs/prefinetune.yaml"
     log:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prefinetune.config import DEFAULT_TRAIN, MAIN, Experiment, merge_sources
+from prefinetune.config import DEFAULT_TRAIN, MAIN, RUN_OPTIONS, Experiment, merge_sources, run_options
 from prefinetune.tasks import ConfigError, load_registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,11 +227,50 @@ def test_unknown_variant():
 
 def test_finetune_settings():
     exp = Experiment.from_config(DEMO, REPO)
-    s = exp.finetune_settings()
+    s = exp.finetune_settings("syn_target_pair")
     assert s["epochs"] == DEMO["finetune"]["epochs"]
     assert s["lr"] == DEMO["finetune"]["lr"]
     assert s["max_length"] == DEMO["max_length"]
-    assert s["eval_batch_size"] == DEFAULT_TRAIN["eval_batch_size"]
+    assert "max_steps" not in s  # no cap unless the config sets one
+
+
+def test_settings_hold_only_what_changes_a_result():
+    """Log and checkpoint intervals and the evaluation batch size are run options, read by the job from the
+    config, not settings (params); nor are the keys a stage never reads."""
+    cfg = config()
+    cfg["prefinetune"].update(eval_batch_size=7, max_answer_tokens=5, carry_heads=True, epochs=3)
+    cfg["finetune"].update(log_every=3, checkpoint_every=4, eval_batch_size=5, seed=9, temperature=2.0)
+    exp = Experiment.from_config(cfg, REPO)
+    pre, fine = exp.prefinetune_settings(MAIN), exp.finetune_settings("syn_target_pair")
+    for key in RUN_OPTIONS:
+        assert key not in pre and key not in fine
+    assert not {"eval_batch_size", "max_answer_tokens", "carry_heads", "epochs"} & set(pre)
+    assert not {"seed", "temperature", "batches", "cap"} & set(fine)
+    assert pre["seed"] == DEMO.get("prefinetune", {}).get("seed", 0) and pre["batches"] == "heterogeneous"
+    assert run_options(cfg, "finetune") == {"log_every": 3, "checkpoint_every": 4, "eval_batch_size": 5}
+    assert run_options(cfg, "prefinetune") == {"log_every": DEMO["prefinetune"]["log_every"],
+                                               "checkpoint_every": DEMO["prefinetune"]["checkpoint_every"],
+                                               "eval_batch_size": 7}
+
+
+def test_per_target_overrides_change_only_that_target():
+    cfg = config(finetune_overrides={"syn_target_span": {"epochs": 2, "lr": 5e-4, "batch_size": 8, "max_steps": 30}})
+    exp = Experiment.from_config(cfg, REPO)
+    pair, span = exp.finetune_settings("syn_target_pair"), exp.finetune_settings("syn_target_span")
+    assert pair == Experiment.from_config(DEMO, REPO).finetune_settings("syn_target_pair")
+    assert (span["epochs"], span["lr"], span["batch_size"], span["max_steps"]) == (2, 5e-4, 8, 30)
+    overridden = ("epochs", "lr", "batch_size", "max_steps", "max_answer_tokens")
+    assert {k: v for k, v in span.items() if k not in overridden} == {k: v for k, v in pair.items() if k not in overridden}
+    # decoding answers is read by span targets only
+    assert "max_answer_tokens" in span and "max_answer_tokens" not in pair
+
+
+def test_bad_per_target_override():
+    assert "finetune_overrides.syn_99" in config_error(config(finetune_overrides={"syn_99": {"epochs": 2}}))
+    msg = config_error(config(finetune_overrides={"syn_target_pair": {"dropout": 0.2}}))
+    assert "finetune_overrides.syn_target_pair" in msg and "dropout" in msg
+    assert "finetune_overrides.syn_target_pair.epochs" in config_error(
+        config(finetune_overrides={"syn_target_pair": {"epochs": 0}}))
 
 
 # -- the registry --------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 
@@ -133,6 +134,15 @@ def test_slurm_profile_requests_a_gpu_per_training_job(tmp_path):
     assert f"gpu={res['gpus']}" in resources and f"cpus_per_task={res['threads']}" in resources
     assert "runtime=1440" in resources and res["runtime"] == "24h"  # Snakemake turns "24h" into minutes
     assert "slurm_partition=" in resources
+    assert "slurm_extra=--signal=TERM@300" in resources
+    # fine-tuning checkpoints too, so it gets the same advance warning (also the sample-efficiency runs)
+    for rule in ("finetune", "finetune_baseline"):
+        job = out[out.index(f"\nrule {rule}:"):]
+        assert "slurm_extra=--signal=TERM@300" in job[job.index("resources:"):].splitlines()[0], rule
+    efficiency = snakemake(workdir, "--profile", "slurm", "-n", "--cores", "64", "sample_efficiency").stdout
+    job = efficiency[efficiency.index("\nrule finetune_fraction:"):]
+    assert "slurm_extra=--signal=TERM@300" in job[job.index("resources:"):].splitlines()[0]
+    assert "slurm_partition=<EDIT: GPU partition>" in job[job.index("resources:"):].splitlines()[0]
 
 
 def test_multi_node_prefinetune_asks_for_nodes_and_gpus_per_node(tmp_path):
@@ -168,3 +178,31 @@ def test_cluster_sample_efficiency_reuses_the_main_runs_at_100_percent(tmp_path)
     assert counts["finetune_fraction_baseline"] == runs * below_100
     assert counts["finetune"] == models * runs  # the 100 % point is the main curve's own fine-tuning run
     assert "pct100" not in result.stdout
+
+
+def test_plan_of_the_cluster_config_works_offline_before_any_download(tmp_path):
+    """`snakemake plan` on config.yaml with nothing downloaded: every training job of the curve, the ablations and
+    the sample-efficiency study priced once from the registry's rough sizes; RACE and MNLI exceed the 4 h
+    fine-tuning runtime at the assumed throughput and are named with the runtime they need."""
+    import pandas as pd
+
+    config = load_config(REPO / "config.yaml")
+    workdir = make_workdir(tmp_path, config)
+    result = snakemake(workdir, "plan", "--cores", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (workdir / "resources").exists() and not (workdir / "results" / "tokenized").exists()
+    assert "Cost plan. Throughput:" in result.stdout and "assumed: a100 fp32" in result.stdout
+    jobs = pd.read_csv(workdir / "results/plan_jobs.tsv", sep="\t")
+    assert set(jobs.basis) == {"rough"} and jobs.output.is_unique
+    # the same jobs as the DAG: every training job the three targets schedule
+    counts = job_counts(snakemake(workdir, "-n", "all", "ablations", "sample_efficiency").stdout)
+    assert jobs.rule.value_counts().to_dict() == {r: n for r, n in counts.items() if r.startswith(("prefinetune", "finetune"))}
+    summary = pd.read_csv(workdir / "results/plan.tsv", sep="\t")
+    total = summary[summary.part == "total"].iloc[0]
+    assert total.jobs == len(jobs) and total.gpu_hours == pytest.approx(jobs.gpu_hours.sum(), rel=1e-3)
+    over = jobs[~jobs.fits]
+    assert {"race", "mnli"} <= set(over[over.rule == "finetune"].job)
+    assert "finetune race:" in result.stdout and "needs" in result.stdout
+    # RoBERTa's own recipe for RACE (finetune_overrides: 4 epochs): 4 passes of 4 choices, not 10
+    race = jobs[(jobs.rule == "finetune_baseline") & (jobs.job == "race")].iloc[0]
+    assert race.examples == math.ceil(4 * 87866 / 16) * 16

@@ -158,6 +158,59 @@ def test_changing_a_hyperparameter_redoes_exactly_what_it_affects(demo):
     assert counts == {"finetune": 32, "finetune_baseline": 4, **downstream}
 
 
+def _set(path, value):
+    """A config change: set the dotted key ``path`` (creating sections as needed) to ``value``."""
+    def change(config):
+        *sections, key = path.split(".")
+        for section in sections:
+            config = config.setdefault(section, {})
+        config[key] = value
+    return change
+
+
+def test_settings_that_do_not_change_a_result_rerun_nothing(demo):
+    """Run options (log and checkpoint intervals, evaluation batch size), settings a rule never reads, the plan's
+    throughput and the Slurm resources: each changed alone leaves a dry run with nothing to do."""
+    changes = {
+        "prefinetune.log_every": 7, "prefinetune.checkpoint_every": 3, "prefinetune.eval_batch_size": 5,
+        "prefinetune.max_answer_tokens": 5, "prefinetune.carry_heads": True, "prefinetune.epochs": 3,
+        "finetune.log_every": 7, "finetune.checkpoint_every": 3, "finetune.eval_batch_size": 5,
+        "finetune.seed": 9, "finetune.temperature": 2.0,  # the seed wildcard decides; one task: no mixing
+        "sample_efficiency.seed": 5,  # orders the shares of the study, not the main curve's whole splits
+        "plan.mfu": 0.5, "resources.finetune.runtime": "20m",
+    }
+    for path, value in changes.items():
+        out = dry_run(demo, "--configfile", str(_with_config(demo, _set(path, value))))
+        assert "Nothing to be done" in out, f"{path}: {job_counts(out)}"
+
+
+def test_each_result_changing_setting_reruns_exactly_the_jobs_it_affects(demo):
+    curve = {"aggregate": 1, "plot": 1, "all": 1}
+    one_target = {"finetune": 16, "finetune_baseline": 2, **curve}  # the runs of one of the two targets
+    every_run = {"finetune": 32, "finetune_baseline": 4, **curve}
+    every_model = {"prefinetune": 8, "finetune": 32, **curve}  # the baseline does not depend on pre-finetuning
+    cases = {
+        "finetune_overrides.syn_target_span.epochs": (2, one_target),
+        "finetune_overrides.syn_target_span.max_steps": (10, one_target),
+        "finetune_overrides.syn_target_pair.lr": (5e-4, one_target),
+        "finetune.max_answer_tokens": (5, one_target),  # decoding: span targets only
+        "finetune.carry_heads": (True, every_run),
+        "finetune.dropout": (0.2, every_run),
+        "prefinetune.temperature": (2.0, every_model),
+        "prefinetune.seed": (3, every_model),
+    }
+    for path, (value, expected) in cases.items():
+        out = dry_run(demo, "--configfile", str(_with_config(demo, _set(path, value))))
+        assert job_counts(out) == expected, path
+        if expected == one_target:  # and they are that target's runs
+            target = path.split(".")[1] if path.startswith("finetune_overrides") else "syn_target_span"
+            runs = [line for line in out.splitlines() if line.strip().startswith("output: results/finetune/")]
+            assert len(runs) == 18 and all(f"/{target}/" in line for line in runs), path
+    # an override equal to the default changes nothing
+    same = _set("finetune_overrides.syn_target_span.epochs", load_config()["finetune"]["epochs"])
+    assert "Nothing to be done" in dry_run(demo, "--configfile", str(_with_config(demo, same)))
+
+
 def test_ablations_reuse_data_and_train_their_own_models(demo):
     counts = job_counts(dry_run(demo, "ablations"))
     assert set(counts) == {"prefinetune", "finetune", "aggregate", "analyse", "plot", "plot_transfer", "plot_losses",
@@ -210,6 +263,20 @@ def test_sample_efficiency_on_nested_fractions_of_a_held_out_target(demo):
     assert runs[50]["percent"] == 50 and runs[50]["steps"] < runs[100]["steps"]
 
 
+def test_sample_efficiency_seed_reruns_only_the_shares(demo):
+    """After the study above: a new sample_efficiency.seed reorders the 50 % shares (9 runs); the 100 % runs,
+    which train on the whole split, and the main curve stay as they are."""
+    def change(c):
+        c["sample_efficiency"].update(percents=[50, 100], seed=7)
+        c["finetune_seeds"] = 1
+    counts = job_counts(dry_run(demo, "sample_efficiency", "--configfile", str(_with_config(demo, change))))
+    assert counts == {"finetune_fraction": 8, "finetune_fraction_baseline": 1, "aggregate_efficiency": 1,
+                      "plot_efficiency": 1, "sample_efficiency": 1}
+    # the main curve: the same jobs as with the seed unchanged (none, unless a test above forced a rerun of some)
+    unchanged = job_counts(dry_run(demo))
+    assert job_counts(dry_run(demo, "--configfile", str(_with_config(demo, _set("sample_efficiency.seed", 7))))) == unchanged
+
+
 def test_a_job_stopped_by_sigterm_resumes_when_rerun(demo):
     """SIGTERM to every process of a running pre-finetuning job (what Slurm does at a time limit or preemption);
     the failed job leaves a checkpoint outside its outputs, and the rerun resumes to the very same weights."""
@@ -237,3 +304,55 @@ def test_a_job_stopped_by_sigterm_resumes_when_rerun(demo):
     assert _digest(model) == before_model
     assert [r.split("\t")[:-1] for r in log_tsv.read_text().splitlines()] == before_log
     assert not state.parent.exists()  # removed once the model was written
+
+
+def test_a_fine_tuning_job_stopped_by_sigterm_resumes_when_rerun(demo):
+    """As pre-finetuning: SIGTERM to a running fine-tuning job saves a checkpoint outside its outputs, and the
+    rerun resumes to the very same metrics and log. The stopped run checkpoints every 5 updates, through a
+    changed config (a run option: it does not make the job rerun, nor invalidate the checkpoint)."""
+    run = "results/finetune/k12/draw2/syn_target_span/seed1"
+    metrics, log_tsv = demo / run / "metrics.json", demo / run / "train_log.tsv"
+    before_metrics, before_log = json.loads(metrics.read_text()), [r.split("\t")[:-1] for r in log_tsv.read_text().splitlines()]
+    state = demo / "checkpoints" / run / "state.pt"
+    often = _with_config(demo, _set("finetune.checkpoint_every", 5))
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(demo), "--cores", "1", "--configfile",
+           str(often), "--forcerun", "finetune", "--", f"{run}/metrics.json"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    while not state.exists():  # the first periodic checkpoint (update 5)
+        assert proc.poll() is None, "the job ended before its first checkpoint"
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 0.3))
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    job_log = (demo / "logs" / f"{run}.log").read_text()
+    assert "stop signal (SIGTERM): saved a checkpoint" in job_log, job_log[-2000:]
+    assert state.exists() and not metrics.exists()
+
+    result = snakemake(demo, "--cores", "1", f"{run}/metrics.json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from checkpoints/" in (demo / "logs" / f"{run}.log").read_text()
+    assert json.loads(metrics.read_text()) == before_metrics
+    assert [r.split("\t")[:-1] for r in log_tsv.read_text().splitlines()] == before_log
+    assert not state.parent.exists()  # removed once the metrics were written
+
+
+def test_plan_counts_the_real_tokens_of_the_finished_run(demo):
+    """`snakemake plan` after the run: exact counts from the tokenized data and the built model, and each job's
+    examples as its run drew them (fine-tuning: updates x batch, as metrics.json records; pre-finetuning:
+    max_steps x batch)."""
+    config = load_config()
+    result = snakemake(demo, "plan", "--cores", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = pd.read_csv(demo / "results/plan_jobs.tsv", sep="\t")
+    curve = jobs[jobs.part == "curve"]
+    assert set(curve.basis) == {"exact"}
+    assert curve.rule.value_counts().to_dict() == {"prefinetune": 8, "finetune": 32, "finetune_baseline": 4}
+    for row in curve[curve.rule != "prefinetune"].itertuples():
+        run = json.loads((demo / row.output).read_text())
+        assert row.examples == run["steps"] * config["finetune"]["batch_size"], row.output
+    pre = curve[curve.rule == "prefinetune"]
+    assert (pre.examples == config["prefinetune"]["max_steps"] * config["prefinetune"]["batch_size"]).all()
+    assert (jobs.tokens > jobs.examples).all()
+    summary = pd.read_csv(demo / "results/plan.tsv", sep="\t")
+    assert summary[summary.part == "total"].iloc[0].jobs == len(jobs)

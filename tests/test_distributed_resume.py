@@ -168,6 +168,56 @@ def test_stopped_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, in
     assert not (stopped / "checkpoints").exists() and not (full / "checkpoints").exists()  # removed once the model is written
 
 
+FINETUNE = """
+import json, sys
+from prefinetune.stages import finetune
+from prefinetune.tasks import load_registry
+run, root, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+target = load_registry(root + "/tasks.yaml")["score"]
+finetune(target, root + "/tok/score", root + "/model", settings, 1, run + "/metrics.json", run + "/train_log.tsv",
+         {"k": 0}, checkpoint_dir=run + "/checkpoints")
+"""
+
+
+def start_finetuning(run, inputs, settings):
+    """``stages.finetune`` in a process of its own, as the rule's script runs it."""
+    run.mkdir(exist_ok=True)
+    log = open(run / "stderr.log", "a")
+    root = str(inputs[2].parent)
+    return subprocess.Popen([sys.executable, "-c", FINETUNE, str(run), root, json.dumps(settings)], stdout=log,
+                            stderr=log, env={**os.environ, **ENV})
+
+
+def test_stopped_fine_tuning_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path, inputs):
+    """Fine-tuning checkpoints as pre-finetuning does: SIGTERM at a random moment after the first checkpoint,
+    the rerun resumes and ends bit-identical (CPU): the same loss at every update and the same Pearson and
+    Spearman on the validation split (a regression target: any weight difference shows in them)."""
+    settings = {**DEFAULT_TRAIN, "epochs": 16, "batch_size": 8, "lr": 1e-3, "dropout": 0.1, "log_every": 1,
+                "checkpoint_every": 7}
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    assert start_finetuning(full, inputs, settings).wait(timeout=300) == 0, (full / "stderr.log").read_text()[-3000:]
+
+    delay = random.uniform(0.0, 0.3)
+    proc = start_finetuning(stopped, inputs, settings)
+    state = stopped / "checkpoints" / checkpoint.STATE
+    while not state.exists():
+        assert proc.poll() is None, (stopped / "stderr.log").read_text()[-3000:]
+        time.sleep(0.02)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == checkpoint.EXIT_INTERRUPTED, (stopped / "stderr.log").read_text()[-3000:]
+    assert not (stopped / "metrics.json").exists() and not (stopped / "train_log.tsv").exists()
+    stopped_at = torch.load(state, weights_only=False)["step"]
+    assert 7 <= stopped_at < 120, f"signal {delay:.2f} s after the first checkpoint"
+
+    assert start_finetuning(stopped, inputs, settings).wait(timeout=300) == 0, (stopped / "stderr.log").read_text()[-3000:]
+    assert f"after update {stopped_at} of 120" in (stopped / "stderr.log").read_text()
+    m_full, m_resumed = (json.loads((run / "metrics.json").read_text()) for run in (full, stopped))
+    assert m_full["steps"] == 120 and m_resumed == m_full
+    assert log_columns(stopped) == log_columns(full) and len(log_columns(full)) == 121
+    assert not (stopped / "checkpoints").exists() and not (full / "checkpoints").exists()  # removed with the metrics
+
+
 def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     settings = {**DEFAULT_TRAIN, "lr": 1e-3}
     stamp = checkpoint.fingerprint(settings, 10, {"a": 5}, 1)
@@ -175,8 +225,10 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     assert checkpoint.load(tmp_path, stamp)["step"] == 3
     assert checkpoint.load(tmp_path, checkpoint.fingerprint({**settings, "lr": 2e-3}, 10, {"a": 5}, 1)) is None
     assert checkpoint.load(tmp_path, checkpoint.fingerprint(settings, 10, {"a": 5}, 2)) is None  # other process count
-    # how often checkpoints are written does not change the run, so it does not invalidate one
-    assert checkpoint.load(tmp_path, checkpoint.fingerprint({**settings, "checkpoint_every": 3}, 10, {"a": 5}, 1))
+    # how often checkpoints are written or the log is, or the evaluation batch, do not change the run: they do
+    # not invalidate one
+    for option in ({"checkpoint_every": 3}, {"log_every": 7}, {"eval_batch_size": 5}):
+        assert checkpoint.load(tmp_path, checkpoint.fingerprint({**settings, **option}, 10, {"a": 5}, 1))
 
 
 def test_several_nodes_need_a_slurm_job(tmp_path, monkeypatch):

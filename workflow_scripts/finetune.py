@@ -1,11 +1,15 @@
-"""Snakemake entry point: fine-tune one target with one seed and write its metrics."""
+"""Snakemake entry point: fine-tune one target with one seed and write its metrics. Run options (log and
+checkpoint intervals, evaluation batch size) come from the config, not params: they do not change the result."""
 import torch
 
+from prefinetune.config import run_options
 from prefinetune.stages import finetune
-from prefinetune.workflow import logging_to
+from prefinetune.workflow import checkpoint_dir, logging_to
 
 with logging_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
-    finetune(snakemake.params.target, snakemake.input.data, snakemake.input.encoder, snakemake.params.settings,
+    settings = {**snakemake.params.settings, **run_options(snakemake.config, "finetune")}
+    finetune(snakemake.params.target, snakemake.input.data, snakemake.input.encoder, settings,
              int(snakemake.wildcards.seed), snakemake.output.metrics, snakemake.output.log_tsv, snakemake.params.meta,
-             percent=snakemake.params.percent, fraction_seed=snakemake.params.fraction_seed)
+             percent=snakemake.params.percent, fraction_seed=snakemake.params.fraction_seed,
+             checkpoint_dir=checkpoint_dir(snakemake.output.metrics))

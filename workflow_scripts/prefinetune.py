@@ -1,18 +1,21 @@
 """Snakemake entry point: pre-finetune one model on one task subset: one process, one per GPU, or one per GPU
 on each of several nodes, as the job's resources ask (from config.yaml's resources.prefinetune; resources,
-unlike params, do not make finished jobs rerun when they change)."""
+unlike params, do not make finished jobs rerun when they change). Run options (log and checkpoint intervals)
+come from the config, not params, for the same reason."""
 import sys
 from pathlib import Path
 
 import torch
 
 from prefinetune import launch
+from prefinetune.config import run_options
 from prefinetune.stages import prefinetune
 from prefinetune.workflow import logging_to
 
 tasks = snakemake.params.tasks
+settings = {**snakemake.params.settings, **run_options(snakemake.config, "prefinetune")}
 args = dict(tasks=tasks, tokenized=dict(zip([t.name for t in tasks], snakemake.input.data)),
-            base_model=snakemake.input.base, settings=snakemake.params.settings, out_dir=snakemake.output.model,
+            base_model=snakemake.input.base, settings=settings, out_dir=snakemake.output.model,
             log_tsv=snakemake.output.log_tsv, checkpoint_dir=snakemake.params.checkpoints)
 nodes = int(snakemake.resources.get("nodes", 1))
 gpus = int(snakemake.resources.get("gpu", 0)) if nodes == 1 else launch.gres_gpus(snakemake.resources.get("gres", ""))

@@ -28,7 +28,7 @@ from .io import atomic_path
 STATE = "state.pt"
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM, also for SIGUSR1: "stopped early, checkpoint saved, run me again"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # Slurm: time limit / preemption, and --signal advance warning
-NOT_FINGERPRINTED = ("checkpoint_every",)  # how often to save does not change the result
+NOT_FINGERPRINTED = ("checkpoint_every", "log_every", "eval_batch_size")  # run options: they do not change the result
 
 
 def fingerprint(settings: dict, steps: int, sizes: dict[str, int], world: int) -> str:

@@ -11,6 +11,7 @@ section naming a source (``hub``, ``path`` or ``build``) replaces the earlier mo
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,8 @@ class Experiment:
         stride_given = "doc_stride" in config
         config.setdefault("doc_stride", 128)
         config.setdefault("sample_efficiency", None)
+        config.setdefault("finetune_overrides", {})
+        config["plan"] = {**DEFAULT_PLAN, **(config.get("plan") or {})}
         for resources in config["resources"].values():
             resources.setdefault("nodes", 1)
         registry = Path(config["registry"])
@@ -140,6 +143,9 @@ class Experiment:
         for i, name in enumerate(self.efficiency_targets):
             if name not in self.tasks:
                 self._fail(f"sample_efficiency.targets[{i}]", f"unknown task '{name}' (not in the registry {c['registry']})")
+        for name in c["finetune_overrides"]:
+            if name not in self.tasks:
+                self._fail(f"finetune_overrides.{name}", f"unknown task '{name}' (not in the registry {c['registry']})")
 
     # -- queries used by the Snakefile ---------------------------------------------------------------------
     @property
@@ -192,18 +198,30 @@ class Experiment:
         """The pre-finetuning hyper-parameters of a variant: the main section with the ablation's overrides."""
         if variant != MAIN and variant not in self.config["ablations"]:
             raise ConfigError(f"{self.source}: ablations: no variant named '{variant}'")
-        settings = dict(DEFAULT_TRAIN)
-        settings.update(self.config["prefinetune"])
+        merged = {**DEFAULT_TRAIN, **self.config["prefinetune"]}
         if variant != MAIN:
-            settings.update(self.config["ablations"][variant])
-        settings["max_length"] = self.config["max_length"]
-        return settings
+            merged.update(self.config["ablations"][variant])
+        return {**{k: merged[k] for k in PREFINETUNE_READS if k in merged}, "max_length": self.config["max_length"]}
 
-    def finetune_settings(self) -> dict:
-        settings = dict(DEFAULT_TRAIN)
-        settings.update(self.config["finetune"])
-        settings["max_length"] = self.config["max_length"]
-        return settings
+    def finetune_settings(self, target: str) -> dict:
+        """The fine-tuning hyper-parameters of a target: the finetune section with the target's overrides."""
+        merged = {**DEFAULT_TRAIN, **self.config["finetune"], **self.config["finetune_overrides"].get(target, {})}
+        reads = [k for k in FINETUNE_READS if k != "max_answer_tokens" or self.tasks[target].type == "span"]
+        return {**{k: merged[k] for k in reads if k in merged}, "max_length": self.config["max_length"]}
+
+
+def finetune_steps(settings: dict, examples: int) -> int:
+    """Updates of a fine-tuning run: ``epochs`` passes over ``examples`` (span: windows), capped by ``max_steps``."""
+    steps = math.ceil(settings["epochs"] * examples / (settings["batch_size"] * settings.get("grad_accum", 1)))
+    return min(steps, settings.get("max_steps") or steps)
+
+
+def run_options(config: dict, stage: str) -> dict:
+    """How a job of ``stage`` (prefinetune or finetune) runs, not what it computes: log and checkpoint intervals
+    and the evaluation batch size. The job reads them from the config itself, so they are never params and
+    changing them reruns nothing. Ablations use the prefinetune section's."""
+    section = config.get(stage) or {}
+    return {k: section.get(k, DEFAULT_TRAIN[k]) for k in RUN_OPTIONS}
 
 
 def _check_model_source(model, where) -> None:
@@ -239,3 +257,17 @@ DEFAULT_TRAIN = {
     "carry_heads": False,
     "checkpoint_every": 1000,
 }
+
+# What each stage's training reads, so exactly the params of its jobs: changing one reruns the job. Left out:
+# RUN_OPTIONS (see run_options); for fine-tuning also `seed` (the seed wildcard replaces it) and the sampler's
+# batches, temperature and cap (one task: every batch is that task's), and max_answer_tokens but for span targets;
+# for pre-finetuning the fine-tuning keys.
+PREFINETUNE_READS = ("max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio", "weight_decay", "max_grad_norm",
+                     "dropout", "batches", "loss_scaling", "temperature", "cap", "seed")
+FINETUNE_READS = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio", "weight_decay",
+                  "max_grad_norm", "dropout", "loss_scaling", "max_answer_tokens", "carry_heads")
+RUN_OPTIONS = ("log_every", "checkpoint_every", "eval_batch_size")
+
+# The cost plan (prefinetune.plan): throughput assumed where no measured tokens_per_s is given; fp32, as training
+# runs today (PyTorch: TF32 off).
+DEFAULT_PLAN = {"gpu": "a100", "precision": "fp32", "mfu": 0.3, "tokens_per_s": None, "model_params": None}

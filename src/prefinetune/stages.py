@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 from . import checkpoint, distributed
+from .config import DEFAULT_TRAIN, finetune_steps
 from .data import fraction, label_map, load_tokenized
 from .evaluation import compute_metrics
 from .heads import MultiTaskModel, saved_heads
@@ -23,6 +22,7 @@ def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, s
     """
     from transformers import AutoTokenizer
 
+    settings = {**DEFAULT_TRAIN, **settings}
     seed_everything(settings["seed"])
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     data = {t.name: load_tokenized(tokenized[t.name], "train") for t in tasks}
@@ -38,15 +38,18 @@ def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, s
 
 
 def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, seed: int, metrics_json: str,
-             log_tsv: str, meta: dict, percent: int = 100, fraction_seed: int = 0) -> dict:
+             log_tsv: str, meta: dict, percent: int = 100, fraction_seed: int | None = 0,
+             checkpoint_dir: str | None = None) -> dict:
     """Fine-tune ``encoder_dir`` on ``target``; evaluate on validation; write metrics.
 
     The head is new, or with ``settings["carry_heads"]`` the pre-finetuned one where the target was in
     the pre-finetuning subset (its own head, or the shared multiple-choice / span head). ``percent`` < 100
     trains on that share of the training examples, in the order fixed by ``fraction_seed`` (nested across
-    percents, see :func:`data.fraction`).
+    percents, see :func:`data.fraction`; unused at 100). The run takes ``epochs`` passes, at most
+    ``max_steps`` updates where set. With ``checkpoint_dir`` it resumes from, and saves, checkpoints there, as
+    pre-finetuning does; they are deleted once the metrics are written.
     """
-    settings = {**settings, "seed": seed}
+    settings = {**DEFAULT_TRAIN, **settings, "seed": seed}
     seed_everything(seed)
     train_ds = fraction(load_tokenized(tokenized, "train"), percent, fraction_seed)
     encoder = load_encoder(encoder_dir)
@@ -57,8 +60,9 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     carried = settings["carry_heads"] and target.name in saved_heads(encoder_dir).get(target.head, {}).get("tasks", [])
     if carried:
         model.load_heads(encoder_dir, [target.head])
-    steps = math.ceil(settings["epochs"] * len(train_ds) / (settings["batch_size"] * settings["grad_accum"]))
-    summary = train(model, {target.name: train_ds}, settings, steps, pad_id, log_tsv, desc=f"fine-tune {target.name}")
+    steps = finetune_steps(settings, len(train_ds))
+    summary = train(model, {target.name: train_ds}, settings, steps, pad_id, log_tsv, desc=f"fine-tune {target.name}",
+                    checkpoint_dir=checkpoint_dir)
     metrics = evaluate(model, target, tokenized, pad_id, settings)
     result = {**meta, "target": target.name, "family": target.family, "seed": seed, "percent": percent,
               "metric": target.metric, "value": metrics[target.metric], "metrics": metrics,
@@ -67,6 +71,8 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     if label_map(tokenized) is not None:  # which raw label each class index stands for
         result["label_map"] = label_map(tokenized)
     write_json(metrics_json, result)
+    if checkpoint_dir is not None:
+        checkpoint.remove(checkpoint_dir)
     return result
 
 

@@ -42,10 +42,11 @@ class Task:
     metric: str
     source: dict = field(hash=False, compare=False)
     splits: dict = field(default_factory=lambda: {"train": "train", "validation": "validation"}, hash=False, compare=False)
-    note: str = ""
+    note: str = field(default="", repr=False)  # not in the repr, which Snakemake compares as a param: no result
     choices: tuple[str, ...] = ()  # multiple_choice: one list column (dotted path allowed) or one column per choice
     label_map: dict | None = field(default=None, hash=False, compare=False)  # raw label value -> index
     answer_format: str = "squad"  # span: "squad" ({text, answer_start}) or "mrqa" (detected_answers)
+    size: dict | None = field(default=None, repr=False, compare=False)  # rough sizes for the cost plan (plan.py)
 
     @property
     def family(self) -> str:
@@ -169,6 +170,7 @@ def load_registry(path: str | Path) -> dict[str, Task]:
             choices=(choices,) if isinstance(choices, str) else tuple(choices),
             label_map=entry.get("label_map"),
             answer_format=entry.get("answer_format", "squad"),
+            size=entry.get("size"),
         )
         _check_entry(task, f"{path}: {name}")
         tasks[name] = task

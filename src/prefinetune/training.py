@@ -4,7 +4,7 @@ Each optimizer update accumulates ``grad_accum`` micro-batches from :class:`Mult
 micro-batch is padded to its longest row only (dynamic padding) and holds rows of several tasks unless
 the homogeneous ablation is on. AdamW, linear warm-up then linear decay, gradient clipping.
 Under torchrun each process trains on a shard of every micro-batch (``distributed.py``); pre-finetuning
-saves resumable checkpoints and stops cleanly on SIGTERM/SIGUSR1 (``checkpoint.py``).
+saves resumable checkpoints and stops cleanly on SIGTERM/SIGUSR1 (``checkpoint.py``), in both stages.
 """
 
 from __future__ import annotations

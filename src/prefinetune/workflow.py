@@ -1,8 +1,14 @@
-"""Small glue used by ``workflow_scripts/``: send a job's stdout and stderr to its Snakemake log."""
+"""Small glue used by ``workflow_scripts/``: a job's log and its checkpoint folder."""
 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+
+
+def checkpoint_dir(output: str) -> str:
+    """checkpoints/<the output's folder>: outside the outputs, which Snakemake deletes when a job fails."""
+    return str(Path("checkpoints") / Path(output).parent)
 
 from .tasks import ConfigError
 

@@ -1,0 +1,33 @@
+# The bill before launch: examples, tokens and GPU-hours of every training job of the DAG (the curve, the
+# ablations, the sample-efficiency study), per rule and in total, and each job against its runtime. A local
+# rule: it runs offline, before anything is downloaded (rough sizes from the registry), and again once data is
+# tokenized (real token counts): the tokenized data that exists is its input.
+#   snakemake plan   ->  results/plan.tsv (summary), results/plan_jobs.tsv (one row per job)
+
+
+localrules:
+    cost_plan,
+
+
+rule cost_plan:
+    input:
+        plan_tokenized,
+    output:
+        summary="results/plan.tsv",
+        jobs="results/plan_jobs.tsv",
+    params:
+        jobs=plan_jobs(),
+        tasks=plan_tasks(),
+        tokenized={t: tokenized(t) for t in EXP.used_tasks},
+        model=model_dir(),
+        throughput=EXP.config["plan"],
+        max_length=EXP.config["max_length"],
+        doc_stride=EXP.config["doc_stride"],
+    conda:
+        "../envs/prefinetune.yaml"
+    log:
+        "logs/plan.log",
+    benchmark:
+        "benchmarks/plan.tsv"
+    script:
+        "../workflow_scripts/plan.py"
