@@ -148,4 +148,8 @@ DEFAULT_TRAIN = {
     "max_answer_tokens": 30,
     "carry_heads": False,
     "checkpoint_every": 1000,
+    "precision": "auto",
+    "tf32": True,
+    "compile": False,
+    "group_by_length": True,
 }
