@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+from prefinetune.config import DEFAULT_TRAIN
 from prefinetune.data import download, fraction, load_tokenized, tokenize
 from prefinetune.heads import MultiTaskModel
 from prefinetune.models import fetch
@@ -27,7 +28,7 @@ from test_data import registry, write_hub_folder
 
 MAX_LENGTH, STRIDE = 48, 12
 LETTERS = "ABCDE"
-SETTINGS = {"batch_size": 16, "seed": 0, "temperature": 1.0, "cap": None, "batches": "heterogeneous", "lr": 1e-3,
+SETTINGS = {**DEFAULT_TRAIN, "batch_size": 16, "seed": 0, "temperature": 1.0, "cap": None, "batches": "heterogeneous", "lr": 1e-3,
             "weight_decay": 0.0, "warmup_ratio": 0.0, "grad_accum": 1, "max_grad_norm": 1.0, "log_every": 5,
             "epochs": 1, "dropout": 0.0, "loss_scaling": False, "eval_batch_size": 16, "max_answer_tokens": 10,
             "carry_heads": False}

@@ -256,16 +256,21 @@ DEFAULT_TRAIN = {
     "max_answer_tokens": 30,
     "carry_heads": False,
     "checkpoint_every": 1000,
+    "precision": "auto",
+    "tf32": True,
+    "compile": False,
+    "group_by_length": True,
 }
 
 # What each stage's training reads, so exactly the params of its jobs: changing one reruns the job. Left out:
 # RUN_OPTIONS (see run_options); for fine-tuning also `seed` (the seed wildcard replaces it) and the sampler's
 # batches, temperature and cap (one task: every batch is that task's), and max_answer_tokens but for span targets;
 # for pre-finetuning the fine-tuning keys.
+PRECISION_READS = ("precision", "tf32", "compile", "group_by_length")  # how the arithmetic is done: both stages
 PREFINETUNE_READS = ("max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio", "weight_decay", "max_grad_norm",
-                     "dropout", "batches", "loss_scaling", "temperature", "cap", "seed")
+                     "dropout", "batches", "loss_scaling", "temperature", "cap", "seed", *PRECISION_READS)
 FINETUNE_READS = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio", "weight_decay",
-                  "max_grad_norm", "dropout", "loss_scaling", "max_answer_tokens", "carry_heads")
+                  "max_grad_norm", "dropout", "loss_scaling", "max_answer_tokens", "carry_heads", *PRECISION_READS)
 RUN_OPTIONS = ("log_every", "checkpoint_every", "eval_batch_size")
 
 # The cost plan (prefinetune.plan): throughput assumed where no measured tokens_per_s is given; fp32, as training

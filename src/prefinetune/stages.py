@@ -63,11 +63,11 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     steps = finetune_steps(settings, len(train_ds))
     summary = train(model, {target.name: train_ds}, settings, steps, pad_id, log_tsv, desc=f"fine-tune {target.name}",
                     checkpoint_dir=checkpoint_dir)
-    metrics = evaluate(model, target, tokenized, pad_id, settings)
+    metrics = evaluate(model, target, tokenized, pad_id, settings, summary["precision"])
     result = {**meta, "target": target.name, "family": target.family, "seed": seed, "percent": percent,
               "metric": target.metric, "value": metrics[target.metric], "metrics": metrics,
               "head": "pre-finetuned" if carried else "new", "train_examples": len(train_ds),
-              "steps": summary["steps"]}
+              "steps": summary["steps"], "precision": summary["precision"], "attention": summary["attention"]}
     if label_map(tokenized) is not None:  # which raw label each class index stands for
         result["label_map"] = label_map(tokenized)
     write_json(metrics_json, result)
@@ -76,13 +76,15 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     return result
 
 
-def evaluate(model: MultiTaskModel, target: Task, tokenized: str, pad_id: int, settings: dict) -> dict:
-    """Every metric of the target's type on its validation split (span: on the original answers)."""
+def evaluate(model: MultiTaskModel, target: Task, tokenized: str, pad_id: int, settings: dict,
+             precision: str = "fp32") -> dict:
+    """Every metric of the target's type on its validation split (span: on the original answers), run at the
+    training's (resolved) ``precision``."""
     validation = load_tokenized(tokenized, "validation")
     if target.type != "span":
-        outputs, labels = predict(model, validation, target, pad_id, settings["eval_batch_size"])
+        outputs, labels = predict(model, validation, target, pad_id, settings["eval_batch_size"], precision)
         return compute_metrics(target.type, outputs, labels)
-    starts, ends = predict(model, validation, target, pad_id, settings["eval_batch_size"])
+    starts, ends = predict(model, validation, target, pad_id, settings["eval_batch_size"], precision)
     examples = load_tokenized(tokenized, "validation_examples")
     golds = [a["text"] for a in examples["answers"]]
     allow_null = any(not g for g in golds)  # a dataset with unanswerable questions (SQuAD v2 style)

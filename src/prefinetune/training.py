@@ -1,8 +1,12 @@
 """One training loop for both stages: multi-task pre-finetuning and single-task fine-tuning.
 
-Each optimizer update accumulates ``grad_accum`` micro-batches from :class:`MultiTaskSampler`; a
-micro-batch is padded to its longest row only (dynamic padding) and holds rows of several tasks unless
-the homogeneous ablation is on. AdamW, linear warm-up then linear decay, gradient clipping.
+Each optimizer update accumulates ``grad_accum`` micro-batches from :class:`MultiTaskSampler`. With
+``group_by_length`` (the default) the update's examples are sorted by length before they are cut into its
+micro-batches, so a micro-batch holds examples of similar length, from whichever tasks drew them; the
+update, where the paper's heterogeneity lives, keeps exactly its examples and its summed loss. A
+micro-batch is padded to its longest row only (dynamic padding). Batches are drawn and padded in a
+background thread (``batching.py``). AdamW, linear warm-up then linear decay, gradient clipping, and
+``precision``: bf16 or fp16 autocast over fp32 weights (fp16 with a gradient scaler), or fp32.
 Under torchrun each process trains on a shard of every micro-batch (``distributed.py``); pre-finetuning
 saves resumable checkpoints and stops cleanly on SIGTERM/SIGUSR1 (``checkpoint.py``), in both stages.
 """
@@ -21,58 +25,82 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint, distributed
-from .heads import MultiTaskModel, Segment
+from .batching import Prefetcher, collate as collate_arrays, group_by_length, task_arrays, to_device
+from .heads import MultiTaskModel
 from .io import atomic_path, write_json
 from .sampling import MultiTaskSampler
 from .tasks import Task
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto``: bf16 on a GPU that has it, else fp32 (the CPU, older GPUs); other values as they are."""
+    if requested != "auto":
+        return requested
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    """The forward pass's context: autocast to bf16 / fp16 (weights stay fp32), nothing for fp32."""
+    if precision in AUTOCAST:
+        return torch.autocast(device.type, dtype=AUTOCAST[precision])
+    return contextlib.nullcontext()
+
+
 def load_encoder(model_dir: str | Path):
+    """The encoder with PyTorch's SDPA attention where its architecture has it, else its own default."""
     from transformers import AutoModel
 
-    return AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False)
+    try:
+        return AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False, attn_implementation="sdpa")
+    except (ValueError, ImportError):  # transformers: this architecture does not support SDPA
+        return AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False)
+
+
+def attention_of(model: MultiTaskModel) -> str:
+    return str(getattr(model.encoder.config, "_attn_implementation", None) or "eager")
 
 
 def collate(data: dict, batch: list[tuple[str, int]], pad_id: int, device: torch.device):
-    """Rows of a (task, index) batch, grouped by task into :class:`Segment`s, padded to the longest row.
-
-    A multiple-choice example gives one row per choice; a span example is one passage window.
-    """
-    rows, segments = [], []
-    for task in dict.fromkeys(t for t, _ in batch):
-        picked = data[task][[i for t, i in batch if t == task]]
-        start, counts = len(rows), None
-        if "start_positions" in picked:  # span windows
-            labels = torch.tensor([picked["start_positions"], picked["end_positions"]]).T
-            rows.extend(picked["input_ids"])
-        elif picked["input_ids"] and isinstance(picked["input_ids"][0][0], list):  # multiple choice
-            counts = [len(choices) for choices in picked["input_ids"]]
-            labels = torch.tensor(picked["label"])
-            rows.extend(r for choices in picked["input_ids"] for r in choices)
-        else:
-            labels = torch.tensor(picked["label"], dtype=torch.float32)
-            rows.extend(picked["input_ids"])
-        segments.append(Segment(task, start, len(rows), labels.to(device), counts))
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for j, r in enumerate(rows):
-        input_ids[j, : len(r)] = torch.tensor(r)
-        attention_mask[j, : len(r)] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device), "segments": segments}
+    """Rows of a (task, index) batch of tokenized datasets (or :class:`batching.TaskArrays`), grouped by task
+    into :class:`Segment`s, padded to the longest row, on ``device``. See :func:`batching.collate`."""
+    arrays = task_arrays({t: data[t] for t in dict.fromkeys(t for t, _ in batch)})
+    return to_device(collate_arrays(arrays, batch, pad_id), device)
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and LayerNorm weights (the usual BERT/RoBERTa recipe)."""
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                   device: torch.device | None = None) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and LayerNorm weights (the usual BERT/RoBERTa recipe); its fused
+    implementation on CUDA, PyTorch's default on the CPU."""
     decay, no_decay = [], []
     for p in model.parameters():  # 1-d tensors are the biases and LayerNorm weights
         (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=lr, **fused)
+
+
+def backward_update(model: MultiTaskModel, shards: list[dict], examples: int, device: torch.device,
+                    precision: str = "fp32", scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """Forward and backward passes over this rank's collated micro-batches of one update, which has
+    ``examples`` examples in all (all micro-batches, all ranks); returns this rank's share of the update's mean
+    loss. Each micro-batch's loss, the mean over its examples, is weighted by its share of the update's
+    examples: the summed gradient is then that of the update's mean loss, however its examples are grouped
+    into micro-batches and shards."""
+    update_loss = torch.zeros((), device=device)
+    for shard in shards:
+        inputs = to_device(shard, device)
+        with autocast(precision, device):
+            loss, _ = model(**inputs)
+        weight = sum(s.labels.shape[0] for s in inputs["segments"]) / examples
+        (loss * weight if scaler is None else scaler.scale(loss * weight)).backward()
+        update_loss += loss.detach().float() * weight  # summed on the device: one host sync per update
+    return update_loss
 
 
 def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id: int, log_path: str | Path,
@@ -90,57 +118,68 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
     rank, world = distributed.rank(), distributed.world_size()
     if settings["batch_size"] < world:
         raise ValueError(f"batch_size {settings['batch_size']} is smaller than the {world} processes sharing each batch")
+    precision = resolve_precision(settings["precision"], device)
+    if device.type == "cuda":  # fp32 matmuls (all of them under fp32, the few left under autocast)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = settings["tf32"]
     model.to(device).train()
     distributed.broadcast_model(model)
     distributed.seed_rank(settings["seed"])
+    if settings["compile"]:
+        model.encoder.compile(dynamic=True)  # in place: state_dict keys and save_pretrained are unchanged
+    arrays = task_arrays(data)
     sampler = MultiTaskSampler(
-        {t: len(ds) for t, ds in data.items()}, settings["batch_size"], settings["seed"],
+        {t: len(ds) for t, ds in arrays.items()}, settings["batch_size"], settings["seed"],
         temperature=settings["temperature"], cap=settings["cap"], homogeneous=settings["batches"] == "homogeneous",
     )
-    optimizer = make_optimizer(model, settings["lr"], settings["weight_decay"])
+    optimizer = make_optimizer(model, settings["lr"], settings["weight_decay"], device)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(settings["warmup_ratio"] * steps), steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 only: bf16 has fp32's range
     accum = settings["grad_accum"]
+    # homogeneous batches stay one task each; otherwise the update's examples are grouped by length
+    regroup = settings["group_by_length"] and settings["batches"] != "homogeneous"
     log_rows = ["step\tloss\tlr\ttasks_in_update\tseconds"]
     running, done, elapsed = [], 0, 0.0
     if checkpoint_dir is not None:
-        stamp = checkpoint.fingerprint(settings, steps, sampler.sizes, world)
+        stamp = checkpoint.fingerprint({**settings, "precision": precision}, steps, sampler.sizes, world)
         saved = checkpoint.load(checkpoint_dir, stamp)
         if saved is not None:
-            checkpoint.restore(saved, rank, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
+            checkpoint.restore(saved, rank, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
+                               scaler=scaler)
             done, elapsed, log_rows, running = saved["step"], saved["seconds"], saved["log_rows"], saved["running"]
             if distributed.is_main():
                 print(f"resuming from {checkpoint_dir} after update {done} of {steps}", file=sys.stderr)
 
-    def save_checkpoint(step: int) -> None:
+    def prepare(step: int):
+        """The update's micro-batches as drawn, and this rank's collated shard of each (grouped by length)."""
+        batches = [sampler.batch((step - 1) * accum + micro) for micro in range(accum)]
+        micros = group_by_length(batches, arrays) if regroup else batches
+        return batches, [collate_arrays(arrays, distributed.shard(m, rank, world), pad_id) for m in micros]
+
+    def save_checkpoint(step: int, sampler_state: dict) -> None:
         rngs = distributed.gather(checkpoint.rng_state())  # every rank takes part, rank 0 writes
         if distributed.is_main():
             checkpoint.save(checkpoint_dir, stamp, rngs, step=step, seconds=time.time() - start, log_rows=log_rows,
-                            running=running, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler)
+                            running=running, model=model, optimizer=optimizer, scheduler=scheduler,
+                            sampler=sampler_state, scaler=scaler)
 
     start = time.time() - elapsed
     bar = tqdm(range(done + 1, steps + 1), initial=done, total=steps, desc=desc, file=sys.stderr, mininterval=5,
                disable=rank > 0)
-    with checkpoint.StopSignals() if checkpoint_dir is not None else contextlib.nullcontext() as stop:
+    prefetch = Prefetcher(prepare, sampler, done + 1, steps, pin_memory=device.type == "cuda")
+    with checkpoint.StopSignals() if checkpoint_dir is not None else contextlib.nullcontext() as stop, prefetch:
         for step in bar:
-            tasks_seen: set[str] = set()
-            losses = []
-            for micro in range(accum):
-                batch = sampler.batch((step - 1) * accum + micro)
-                tasks_seen.update(t for t, _ in batch)
-                mine = distributed.shard(batch, rank, world)
-                inputs = collate(data, mine, pad_id, device)
-                loss, _ = model(**inputs)
-                # the loss is the mean over this shard's items; weighted by the shard's share of the batch, its
-                # sum over ranks is the mean over the whole micro-batch (weight 1 with one process)
-                weight = len(mine) / len(batch)
-                (loss * weight / accum).backward()
-                losses.append(loss.item() * weight)
+            _, batches, shards, sampler_state = prefetch.get()
+            tasks_seen = {t for batch in batches for t, _ in batch}
+            examples = sum(map(len, batches))  # of the whole update, over all ranks
+            update_loss = backward_update(model, shards, examples, device, precision, scaler)
             distributed.sum_gradients(model.parameters())
             stop_asked = float(stop is not None and stop.received is not None)
-            *losses, stop_votes = distributed.sum_values([*losses, stop_asked], device)
-            running.extend(losses)
+            update_loss, stop_votes = distributed.sum_values([update_loss.item(), stop_asked], device)
+            running.append(update_loss)
+            scaler.unscale_(optimizer)  # no-op unless fp16
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings["max_grad_norm"])
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             if step % settings["log_every"] == 0 or step == steps:
@@ -149,7 +188,7 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
                 log_rows.append(f"{step}\t{mean_loss:.6f}\t{scheduler.get_last_lr()[0]:.3e}\t{len(tasks_seen)}\t{time.time() - start:.1f}")
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
             if checkpoint_dir is not None and step < steps and (stop_votes or step % settings["checkpoint_every"] == 0):
-                save_checkpoint(step)
+                save_checkpoint(step, sampler_state)
                 if stop_votes:
                     if distributed.is_main():
                         print(f"\nstop signal ({stop.received or 'on another rank'}): saved a checkpoint after update "
@@ -160,24 +199,28 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
             tmp.write_text("\n".join(log_rows) + "\n")
     # the last step is always logged, so mean_loss is the final logged loss
     return {"steps": steps, "final_loss": round(mean_loss, 6), "seconds": round(time.time() - start, 1),
-            "processes": world, "hosts": sorted(set(distributed.gather(socket.gethostname()))), "resumed_after": done}
+            "processes": world, "hosts": sorted(set(distributed.gather(socket.gethostname()))), "resumed_after": done,
+            "device": device.type, "precision": precision, "attention": attention_of(model),
+            "compiled": settings["compile"]}
 
 
 @torch.no_grad()
-def predict(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int):
+def predict(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int, precision: str = "fp32"):
     """Model outputs and labels for a whole split, as numpy arrays.
 
     classification / regression: (logits or values, labels); multiple choice: (choice scores, padded with
     -inf to the most choices, answer indices); span: (per-window start and end logits, trimmed to the
-    window's tokens, as a pair of lists; None). Dropout is off.
+    window's tokens, as a pair of lists; None). Dropout is off; ``precision`` as in training (resolved).
     """
     device = pick_device()
     model.to(device).eval()
+    arrays = task_arrays({task.name: ds})
     outputs, labels = [], []
     for lo in range(0, len(ds), batch_size):
-        inputs = collate({task.name: ds}, [(task.name, i) for i in range(lo, min(lo + batch_size, len(ds)))],
-                         pad_id, device)
-        _, out = model(**inputs)
+        batch = [(task.name, i) for i in range(lo, min(lo + batch_size, len(ds)))]
+        inputs = to_device(collate_arrays(arrays, batch, pad_id), device)
+        with autocast(precision, device):
+            _, out = model(**inputs)
         out = out[task.name].float().cpu().numpy()
         if task.type == "span":
             lengths = inputs["attention_mask"].sum(-1).tolist()
