@@ -182,17 +182,25 @@ def test_cluster_sample_efficiency_reuses_the_main_runs_at_100_percent(tmp_path)
 
 def test_plan_of_the_cluster_config_works_offline_before_any_download(tmp_path):
     """`snakemake plan` on config.yaml with nothing downloaded: every training job of the curve, the ablations and
-    the sample-efficiency study priced once from the registry's rough sizes; RACE and MNLI exceed the 4 h
-    fine-tuning runtime at the assumed throughput and are named with the runtime they need."""
+    the sample-efficiency study priced once from the registry's rough sizes. In bf16 (the default) every job fits;
+    in fp32, RACE and MNLI exceed the 4 h fine-tuning runtime at the assumed throughput and are named with the
+    runtime they need."""
     import pandas as pd
 
     config = load_config(REPO / "config.yaml")
-    workdir = make_workdir(tmp_path, config)
+    workdir = make_workdir(tmp_path / "bf16", config)
+    result = snakemake(workdir, "plan", "--cores", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "assumed: a100 bf16" in result.stdout and "Every job fits its runtime." in result.stdout
+    bf16_hours = pd.read_csv(workdir / "results/plan_jobs.tsv", sep="\t").gpu_hours.sum()
+    config["plan"]["precision"] = "fp32"
+    workdir = make_workdir(tmp_path / "fp32", config)
     result = snakemake(workdir, "plan", "--cores", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (workdir / "resources").exists() and not (workdir / "results" / "tokenized").exists()
     assert "Cost plan. Throughput:" in result.stdout and "assumed: a100 fp32" in result.stdout
     jobs = pd.read_csv(workdir / "results/plan_jobs.tsv", sep="\t")
+    assert jobs.gpu_hours.sum() == pytest.approx(bf16_hours * 312 / 19.5, rel=1e-3)  # the A100's two peaks (rows rounded)
     assert set(jobs.basis) == {"rough"} and jobs.output.is_unique
     # the same jobs as the DAG: every training job the three targets schedule
     counts = job_counts(snakemake(workdir, "-n", "all", "ablations", "sample_efficiency").stdout)

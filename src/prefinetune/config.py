@@ -273,6 +273,6 @@ FINETUNE_READS = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "warm
                   "max_grad_norm", "dropout", "loss_scaling", "max_answer_tokens", "carry_heads", *PRECISION_READS)
 RUN_OPTIONS = ("log_every", "checkpoint_every", "eval_batch_size")
 
-# The cost plan (prefinetune.plan): throughput assumed where no measured tokens_per_s is given; fp32, as training
-# runs today (PyTorch: TF32 off).
-DEFAULT_PLAN = {"gpu": "a100", "precision": "fp32", "mfu": 0.3, "tokens_per_s": None, "model_params": None}
+# The cost plan (prefinetune.plan): throughput assumed where no measured tokens_per_s is given; bf16, what training
+# runs in on a GPU by default (precision: auto).
+DEFAULT_PLAN = {"gpu": "a100", "precision": "bf16", "mfu": 0.3, "tokens_per_s": None, "model_params": None}
