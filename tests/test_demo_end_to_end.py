@@ -185,10 +185,10 @@ def test_settings_that_do_not_change_a_result_rerun_nothing(demo):
 
 
 def test_each_result_changing_setting_reruns_exactly_the_jobs_it_affects(demo):
-    curve = {"aggregate": 1, "plot": 1, "all": 1}
+    curve = {job: n for job, n in CURVE_JOBS.items() if job != "plot_losses"}  # the loss curves: pre-finetuning's
     one_target = {"finetune": 16, "finetune_baseline": 2, **curve}  # the runs of one of the two targets
     every_run = {"finetune": 32, "finetune_baseline": 4, **curve}
-    every_model = {"prefinetune": 8, "finetune": 32, **curve}  # the baseline does not depend on pre-finetuning
+    every_model = {"prefinetune": 8, "finetune": 32, **CURVE_JOBS}  # the baseline does not depend on pre-finetuning
     cases = {
         "finetune_overrides.syn_target_span.epochs": (2, one_target),
         "finetune_overrides.syn_target_span.max_steps": (10, one_target),
