@@ -277,6 +277,22 @@ def test_sample_efficiency_seed_reruns_only_the_shares(demo):
     assert job_counts(dry_run(demo, "--configfile", str(_with_config(demo, _set("sample_efficiency.seed", 7))))) == unchanged
 
 
+def _stop_at_first_checkpoint(demo, args, state, job, jitter, poll):
+    """Run Snakemake with ``args``; once the job's checkpoint ``state`` exists (plus a random 0..``jitter`` s),
+    send SIGTERM to every process of the run, as Slurm does. Asserts the run failed after saving a checkpoint."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(demo), "--cores", "1", *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    while not state.exists():  # the first periodic checkpoint
+        assert proc.poll() is None, "the job ended before its first checkpoint"
+        time.sleep(poll)
+    time.sleep(random.uniform(0.0, jitter))
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    job_log = (demo / "logs" / f"{job}.log").read_text()
+    assert "stop signal (SIGTERM): saved a checkpoint" in job_log, job_log[-2000:]
+
+
 def test_a_job_stopped_by_sigterm_resumes_when_rerun(demo):
     """SIGTERM to every process of a running pre-finetuning job (what Slurm does at a time limit or preemption);
     the failed job leaves a checkpoint outside its outputs, and the rerun resumes to the very same weights."""
@@ -284,18 +300,8 @@ def test_a_job_stopped_by_sigterm_resumes_when_rerun(demo):
     model, log_tsv = demo / job / "model/model.safetensors", demo / job / "train_log.tsv"
     before_model, before_log = _digest(model), [r.split("\t")[:-1] for r in log_tsv.read_text().splitlines()]
     state = demo / "checkpoints" / job / "state.pt"
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(demo), "--cores", "1",
-           f"{job}/model", "--forcerun", "prefinetune"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    while not state.exists():  # the first periodic checkpoint (update 100 of 400)
-        assert proc.poll() is None, "the job ended before its first checkpoint"
-        time.sleep(0.05)
-    time.sleep(random.uniform(0.0, 2.0))
-    os.killpg(proc.pid, signal.SIGTERM)
-    assert proc.wait(timeout=120) != 0
-    job_log = (demo / "logs" / f"{job}.log").read_text()
-    assert "stop signal (SIGTERM): saved a checkpoint" in job_log, job_log[-2000:]
+    # the first periodic checkpoint is after update 100 of 400
+    _stop_at_first_checkpoint(demo, [f"{job}/model", "--forcerun", "prefinetune"], state, job, jitter=2.0, poll=0.05)
     assert state.exists() and not model.exists()  # Snakemake removed the failed job's outputs, not the checkpoint
 
     result = snakemake(demo, "--cores", "1", f"{job}/model")
@@ -315,18 +321,9 @@ def test_a_fine_tuning_job_stopped_by_sigterm_resumes_when_rerun(demo):
     before_metrics, before_log = json.loads(metrics.read_text()), [r.split("\t")[:-1] for r in log_tsv.read_text().splitlines()]
     state = demo / "checkpoints" / run / "state.pt"
     often = _with_config(demo, _set("finetune.checkpoint_every", 5))
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(demo), "--cores", "1", "--configfile",
-           str(often), "--forcerun", "finetune", "--", f"{run}/metrics.json"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    while not state.exists():  # the first periodic checkpoint (update 5)
-        assert proc.poll() is None, "the job ended before its first checkpoint"
-        time.sleep(0.02)
-    time.sleep(random.uniform(0.0, 0.3))
-    os.killpg(proc.pid, signal.SIGTERM)
-    assert proc.wait(timeout=120) != 0
-    job_log = (demo / "logs" / f"{run}.log").read_text()
-    assert "stop signal (SIGTERM): saved a checkpoint" in job_log, job_log[-2000:]
+    # the first periodic checkpoint is after update 5
+    _stop_at_first_checkpoint(demo, ["--configfile", str(often), "--forcerun", "finetune", "--", f"{run}/metrics.json"],
+                              state, run, jitter=0.3, poll=0.02)
     assert state.exists() and not metrics.exists()
 
     result = snakemake(demo, "--cores", "1", f"{run}/metrics.json")
