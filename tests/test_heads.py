@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import AutoModel, RobertaConfig, RobertaModel
 
-from prefinetune.heads import HEADS_INDEX, HEADS_WEIGHTS, MultiTaskModel, Segment, choice_scores, example_losses
+from prefinetune.families.multiple_choice import choice_scores
+from prefinetune.heads import HEADS_INDEX, HEADS_WEIGHTS, MultiTaskModel, Segment, example_losses
 from prefinetune.tasks import Task
 
 

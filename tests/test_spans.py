@@ -4,7 +4,8 @@ SQuAD's exact match / F1 on hand-made cases."""
 import pytest
 from datasets import Dataset
 
-from prefinetune.evaluation import compute_metrics, normalize_answer, span_metrics, token_f1
+from prefinetune.evaluation import compute_metrics
+from prefinetune.metrics import normalize_answer, span_metrics, token_f1
 from prefinetune.models import build_tiny_roberta
 from prefinetune.spans import NO_OFFSET, best_answers, token_span, windows
 from prefinetune.synthetic import generate, vocabulary

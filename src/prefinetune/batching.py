@@ -38,9 +38,15 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 class TaskArrays:
-    """One task's tokenized split as numpy arrays: tokens, row offsets, labels, and each example's length."""
+    """One task's tokenized split as numpy arrays: tokens, row offsets, labels, and each example's length.
 
-    def __init__(self, ds):
+    ``family`` reads the labels (``Family.read_labels``); by default, the family whose name ``tokenize``
+    stored with the split."""
+
+    def __init__(self, ds, family=None):
+        from .families import family as family_named
+
+        self.family = family or family_named(ds.info.description)
         table = ds.with_format("arrow")[:]  # honours a select() (fine-tuning on a fraction)
         ids = table.column("input_ids").combine_chunks()
         self.choices = None  # multiple choice: rows (choices) per example
@@ -51,13 +57,7 @@ class TaskArrays:
         self.row_lengths = pc.list_value_length(ids).to_numpy().astype(np.int64)
         self.row_starts = _starts(self.row_lengths)
         self.tokens = pc.list_flatten(ids).to_numpy()
-        if "start_positions" in table.column_names:  # span windows: (examples, 2) start and end token
-            self.labels = np.stack([table.column(c).to_numpy() for c in ("start_positions", "end_positions")], 1)
-            self.labels = self.labels.astype(np.int64)
-        elif self.choices is not None:
-            self.labels = table.column("label").to_numpy().astype(np.int64)
-        else:
-            self.labels = table.column("label").to_numpy().astype(np.float32)
+        self.labels = self.family.read_labels(table)
         # tokens of each example's longest row: what it adds to the padded width of a micro-batch
         self.lengths = (self.row_lengths if self.choices is None
                         else np.maximum.reduceat(self.row_lengths, self.example_rows[:-1]))
@@ -72,8 +72,12 @@ class TaskArrays:
         return _ranges(self.example_rows[examples], self.choices[examples])
 
 
-def task_arrays(data: dict) -> dict[str, TaskArrays]:
-    return {task: ds if isinstance(ds, TaskArrays) else TaskArrays(ds) for task, ds in data.items()}
+def task_arrays(data: dict, tasks: dict | None = None) -> dict[str, TaskArrays]:
+    """Arrays of every task's split; ``tasks`` (name -> Task) gives their families, else the data does."""
+    from .families import family
+
+    return {name: ds if isinstance(ds, TaskArrays) else TaskArrays(ds, family(tasks[name]) if tasks else None)
+            for name, ds in data.items()}
 
 
 def collate(arrays: dict[str, TaskArrays], batch: list[tuple[str, int]], pad_id: int) -> dict:
@@ -88,7 +92,7 @@ def collate(arrays: dict[str, TaskArrays], batch: list[tuple[str, int]], pad_id:
         examples = np.array([i for t, i in batch if t == task], dtype=np.int64)
         rows = a.rows(examples)
         counts = None if a.choices is None else a.choices[examples].tolist()
-        segments.append(Segment(task, start, start + len(rows), torch.from_numpy(a.labels[examples]), counts))
+        segments.append(Segment(task, start, start + len(rows), a.family.batch_labels(a.labels, examples), counts))
         parts.append((a, rows))
         start += len(rows)
     lengths = np.concatenate([a.row_lengths[rows] for a, rows in parts])

@@ -8,6 +8,8 @@ sends each task's rows (a :class:`Segment`) to its head:
                                over each example's own choices (their number may differ per example)
   span                         one head for all such datasets: start and end logits per token of a window
 
+Each family (``prefinetune.families``) makes its head, applies it to its rows and computes its loss.
+
 Each example's loss is multiplied by 1 / log(n), n its number of possible outputs (classes, choices, or
 the window's tokens), so that a uniform prediction costs 1 on every task; regression is unscaled. The
 batch loss is the mean over examples (an example is a sentence (pair), a question with its choices, or a
@@ -22,8 +24,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from .families import family
 from .tasks import Task, log_scale
 
 HEADS_WEIGHTS = "heads.safetensors"
@@ -41,65 +43,22 @@ class Segment:
     choice_counts: list[int] | None = None  # multiple choice: rows (choices) per example, in order
 
 
-class ClassificationHead(nn.Module):
-    """RoBERTa's sentence head: dense + tanh on the first token, dropout, projection to the labels."""
+@dataclass
+class States:
+    """What one forward pass gives the heads, for every row of the batch."""
 
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float):
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
-        self.dropout = nn.Dropout(dropout)
-        self.out_proj = nn.Linear(hidden_size, num_labels)
-
-    def forward(self, cls: torch.Tensor) -> torch.Tensor:
-        x = torch.tanh(self.dense(self.dropout(cls)))
-        return self.out_proj(self.dropout(x))
-
-
-class SpanHead(nn.Module):
-    """BERT's SQuAD head: one linear layer giving a start and an end logit per token."""
-
-    def __init__(self, hidden_size: int, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.qa_outputs = nn.Linear(hidden_size, 2)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.qa_outputs(self.dropout(hidden))  # (rows, tokens, 2)
-
-
-def make_head(task: Task, hidden_size: int, dropout: float) -> nn.Module:
-    if task.type == "span":
-        return SpanHead(hidden_size, dropout)
-    return ClassificationHead(hidden_size, 1 if task.type == "multiple_choice" else task.num_labels, dropout)
-
-
-def choice_scores(scores: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    """Flat per-choice scores -> (examples, most choices), -inf where an example has fewer choices."""
-    out = scores.new_full((len(counts), max(counts)), float("-inf"))
-    for j, chunk in enumerate(torch.split(scores, counts)):
-        out[j, : len(chunk)] = chunk
-    return out
+    hidden: torch.Tensor  # (rows, input tokens, hidden): the encoder's last states
+    pooled: torch.Tensor  # (rows, hidden): a row's sequence state, its first token
 
 
 def example_losses(task: Task, outputs, labels: torch.Tensor, scale: bool, mask: torch.Tensor | None = None):
-    """Per-example loss of one task, scaled by 1 / log(n) when ``scale`` (Muppet).
+    """Per-example loss of one task (its family's), scaled by 1 / log(n) when ``scale`` (Muppet).
 
     ``outputs``: logits (classification), values (regression), padded choice scores (multiple choice), or
     (rows, tokens, 2) start/end logits (span, with ``mask`` the rows' attention mask).
     """
-    if task.type == "regression":
-        return F.mse_loss(outputs.squeeze(-1), labels.float(), reduction="none")
-    if task.type == "span":
-        mask = mask.bool()
-        logits = outputs.float().masked_fill(~mask.unsqueeze(-1), float("-inf"))
-        labels = labels.long()
-        loss = (F.cross_entropy(logits[..., 0], labels[:, 0], reduction="none")
-                + F.cross_entropy(logits[..., 1], labels[:, 1], reduction="none")) / 2
-        n = mask.sum(-1).float()
-    else:  # classification and multiple choice: a softmax over the (finite) outputs
-        loss = F.cross_entropy(outputs.float(), labels.long(), reduction="none")
-        n = torch.isfinite(outputs).sum(-1).float()
-    return loss * log_scale(n) if scale else loss
+    loss, n = family(task).losses(task, outputs, labels, mask)
+    return loss * log_scale(n) if scale and n is not None else loss
 
 
 class MultiTaskModel(nn.Module):
@@ -108,26 +67,21 @@ class MultiTaskModel(nn.Module):
         self.encoder = encoder
         self.tasks = {t.name: t for t in tasks}
         hidden = encoder.config.hidden_size
-        self.heads = nn.ModuleDict({t.head: make_head(t, hidden, dropout) for t in tasks})
+        self.heads = nn.ModuleDict({t.head: family(t).make_head(t, hidden, dropout) for t in tasks})
         self.loss_scaling = loss_scaling
 
     def forward(self, input_ids, attention_mask, segments: list[Segment]):
         """Returns (mean scaled loss over the examples, or None without labels; outputs per task)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        states = States(hidden, hidden[:, 0])
         outputs, losses = {}, []
         for seg in segments:
             task = self.tasks[seg.task]
-            head = self.heads[task.head]
-            rows = slice(seg.start, seg.end)
-            if task.type == "span":
-                out = head(hidden[rows])
-            elif task.type == "multiple_choice":
-                out = choice_scores(head(hidden[rows, 0]).squeeze(-1), seg.choice_counts)
-            else:
-                out = head(hidden[rows, 0])
+            out = family(task).outputs(task, self.heads[task.head], states, seg)
             outputs[seg.task] = out
             if seg.labels is not None:
-                losses.append(example_losses(task, out, seg.labels, self.loss_scaling, attention_mask[rows]))
+                mask = attention_mask[seg.start:seg.end]
+                losses.append(example_losses(task, out, seg.labels, self.loss_scaling, mask))
         loss = torch.cat(losses).mean() if losses else None
         return loss, outputs
 

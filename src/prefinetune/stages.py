@@ -5,12 +5,11 @@ from __future__ import annotations
 from . import checkpoint, distributed
 from .config import DEFAULT_TRAIN, finetune_steps
 from .data import fraction, label_map, load_tokenized
-from .evaluation import compute_metrics
+from .families import family
 from .heads import MultiTaskModel, saved_heads
 from .io import write_json
-from .spans import best_answers
 from .tasks import Task
-from .training import load_encoder, predict, save_model, seed_everything, train
+from .training import load_encoder, save_model, seed_everything, train
 
 
 def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, settings: dict, out_dir: str,
@@ -78,16 +77,6 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
 
 def evaluate(model: MultiTaskModel, target: Task, tokenized: str, pad_id: int, settings: dict,
              precision: str = "fp32") -> dict:
-    """Every metric of the target's type on its validation split (span: on the original answers), run at the
+    """Every metric of the target's type on its validation split, as its family computes them, run at the
     training's (resolved) ``precision``."""
-    validation = load_tokenized(tokenized, "validation")
-    if target.type != "span":
-        outputs, labels = predict(model, validation, target, pad_id, settings["eval_batch_size"], precision)
-        return compute_metrics(target.type, outputs, labels)
-    starts, ends = predict(model, validation, target, pad_id, settings["eval_batch_size"], precision)
-    examples = load_tokenized(tokenized, "validation_examples")
-    golds = [a["text"] for a in examples["answers"]]
-    allow_null = any(not g for g in golds)  # a dataset with unanswerable questions (SQuAD v2 style)
-    predictions = best_answers(starts, ends, validation["offsets"], validation["example"], examples["context"],
-                               settings["max_answer_tokens"], allow_null)
-    return compute_metrics("span", predictions, golds)
+    return family(target).evaluate(model, target, tokenized, pad_id, settings, precision)

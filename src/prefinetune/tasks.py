@@ -26,16 +26,12 @@ class ConfigError(ValueError):
     """A mistake in a user-edited file (config, registry, data). Its message is one line naming the field."""
 
 
-TYPES = ("classification", "regression", "multiple_choice", "span")
-FAMILY = {"classification": "classification", "regression": "classification",
-          "multiple_choice": "multiple_choice", "span": "span"}
-SHARED_HEADS = ("multiple_choice", "span")  # one head for every dataset of these types (Muppet)
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    type: str  # one of TYPES
+    type: str  # one of families.TYPES
     text: tuple[str, ...]  # sentence (pair); multiple_choice: the context column(s); span: (question, passage)
     label: str  # label column; multiple_choice: the answer; span: the answers
     num_labels: int  # classes; 1 for regression; multiple_choice: the most choices a row has; span: 0 (unused)
@@ -50,12 +46,16 @@ class Task:
 
     @property
     def family(self) -> str:
-        return FAMILY[self.type]
+        from .families import family
+
+        return family(self).name
 
     @property
     def head(self) -> str:
         """Name of the head this task trains: its own, or the one shared by its type."""
-        return self.type if self.type in SHARED_HEADS else self.name
+        from .families import family
+
+        return self.type if family(self).shared_head else self.name
 
     @property
     def loss_scale(self) -> float:
@@ -178,34 +178,26 @@ def load_registry(path: str | Path) -> dict[str, Task]:
 
 
 def _check_entry(task: Task, where: str) -> None:
-    """What the schema cannot say: fields that belong to some task types only, and their counts."""
+    """What the schema cannot say: the type, the fields its family reads, and their counts."""
+    from .families import FAMILIES, TYPES, family
+
     def fail(field, message):
         raise ConfigError(f"{where}.{field}: {message}")
 
     kind = task.type
-    if task.name in SHARED_HEADS:
+    if kind not in TYPES:
+        fail("type", f"'{kind}' is not one of {list(TYPES)}")
+    if task.name in [k for k, f in FAMILIES.items() if f.shared_head]:
         raise ConfigError(f"{where}: the name '{task.name}' is reserved for the head shared by all {task.name} tasks")
-    if kind == "regression" and task.num_labels != 1:
-        fail("num_labels", "regression tasks have 1")
-    if kind in ("classification", "multiple_choice") and task.num_labels < 2:
-        fail("num_labels", f"{kind} tasks need at least 2 (classes or choices)")
-    if kind == "span" and task.num_labels:
-        fail("num_labels", "span tasks have none (the positions of the passage are the outputs)")
-    if (kind == "multiple_choice") != bool(task.choices):
+    fam = family(task)
+    fam.check_entry(task, fail)
+    if fam.reads_choices != bool(task.choices):
         fail("choices", "required for multiple_choice tasks and only for them")
-    if kind == "span" and len(task.text) != 2:
-        fail("text", "span tasks name two columns: [question, passage]")
     if task.label_map is not None:
-        if kind not in ("classification", "multiple_choice"):
+        if kind not in fam.label_maps:
             fail("label_map", f"only classification and multiple_choice labels can be mapped, not {kind}")
         bad = sorted({str(v) for v in task.label_map.values() if not 0 <= v < task.num_labels})
         if bad:
             fail("label_map", f"values {bad} out of range 0..{task.num_labels - 1}")
-    if task.metric not in _metrics_for(kind):
-        fail("metric", f"'{task.metric}' is not a {kind} metric {_metrics_for(kind)}")
-
-
-def _metrics_for(task_type: str) -> tuple[str, ...]:
-    from .evaluation import METRICS_BY_TYPE
-
-    return METRICS_BY_TYPE[task_type]
+    if task.metric not in fam.metrics[kind]:
+        fail("metric", f"'{task.metric}' is not a {kind} metric {fam.metrics[kind]}")

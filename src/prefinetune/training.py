@@ -126,7 +126,7 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
     distributed.seed_rank(settings["seed"])
     if settings["compile"]:
         model.encoder.compile(dynamic=True)  # in place: state_dict keys and save_pretrained are unchanged
-    arrays = task_arrays(data)
+    arrays = task_arrays(data, model.tasks)
     sampler = MultiTaskSampler(
         {t: len(ds) for t, ds in arrays.items()}, settings["batch_size"], settings["seed"],
         temperature=settings["temperature"], cap=settings["cap"], homogeneous=settings["batches"] == "homogeneous",
@@ -206,34 +206,18 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
 
 @torch.no_grad()
 def predict(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int, precision: str = "fp32"):
-    """Model outputs and labels for a whole split, as numpy arrays.
-
-    classification / regression: (logits or values, labels); multiple choice: (choice scores, padded with
-    -inf to the most choices, answer indices); span: (per-window start and end logits, trimmed to the
-    window's tokens, as a pair of lists; None). Dropout is off; ``precision`` as in training (resolved).
-    """
+    """Yields (inputs on the device, the task's outputs) for consecutive batches of a whole split, in order:
+    what the task's family turns into predictions (``Family.evaluate``). Dropout is off; ``precision`` as in
+    training (resolved)."""
     device = pick_device()
     model.to(device).eval()
-    arrays = task_arrays({task.name: ds})
-    outputs, labels = [], []
+    arrays = task_arrays({task.name: ds}, {task.name: task})
     for lo in range(0, len(ds), batch_size):
         batch = [(task.name, i) for i in range(lo, min(lo + batch_size, len(ds)))]
         inputs = to_device(collate_arrays(arrays, batch, pad_id), device)
         with autocast(precision, device):
             _, out = model(**inputs)
-        out = out[task.name].float().cpu().numpy()
-        if task.type == "span":
-            lengths = inputs["attention_mask"].sum(-1).tolist()
-            outputs.extend((o[:n, 0], o[:n, 1]) for o, n in zip(out, lengths))
-        else:
-            outputs.append(out)
-            labels.append(inputs["segments"][0].labels.cpu().numpy())
-    if task.type == "span":
-        return [s for s, _ in outputs], [e for _, e in outputs]
-    if task.type == "multiple_choice":  # batches may differ in their most choices: pad to the widest
-        width = max(o.shape[1] for o in outputs)
-        outputs = [np.pad(o, ((0, 0), (0, width - o.shape[1])), constant_values=-np.inf) for o in outputs]
-    return np.concatenate(outputs), np.concatenate(labels)
+        yield inputs, out[task.name]
 
 
 def seed_everything(seed: int) -> None:
