@@ -11,11 +11,13 @@ section naming a source (``hub``, ``path`` or ``build``) replaces the earlier mo
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .families import family
 from .subsets import subset, task_order
 from .tasks import ConfigError, Task, load_registry, read_yaml, validate_with_schema
 
@@ -92,6 +94,7 @@ class Experiment:
         config.setdefault("ablations", {})
         stride_given = "doc_stride" in config
         config.setdefault("doc_stride", 128)
+        config.setdefault("max_target_length", 128)
         config.setdefault("sample_efficiency", None)
         config.setdefault("finetune_overrides", {})
         config["plan"] = {**DEFAULT_PLAN, **(config.get("plan") or {})}
@@ -100,7 +103,9 @@ class Experiment:
         registry = Path(config["registry"])
         if not registry.is_absolute():
             registry = Path(repo) / registry
-        exp = cls(config=config, tasks=load_registry(registry), source=source, sources=list(sources))
+        tasks = {name: dataclasses.replace(t, max_target_length=config["max_target_length"])
+                 if family(t).teacher_forced else t for name, t in load_registry(registry).items()}
+        exp = cls(config=config, tasks=tasks, source=source, sources=list(sources))
         exp._check(stride_given)
         return exp
 
@@ -136,6 +141,11 @@ class Experiment:
                 self._fail("model.path", f"{model_path}: no such folder")
             if not (Path(model_path).expanduser() / "config.json").is_file():
                 self._fail("model.path", f"{model_path} has no config.json (not a folder saved by save_pretrained)")
+        build = c["model"].get("build")
+        seq2seq = [t for t in self.used_tasks if family(self.tasks[t]).needs_seq2seq]
+        if build is not None and seq2seq and build.get("architecture", "roberta") != "bart":
+            self._fail("model.build.architecture", f"{build.get('architecture', 'roberta')} (the default) is an "
+                       f"encoder; {seq2seq[0]} is a {self.tasks[seq2seq[0]].type} task, which needs bart")
         has_span = any(self.tasks[t].type == "span" for t in self.used_tasks)
         if has_span and c["doc_stride"] >= c["max_length"]:  # only span tasks cut passages into windows
             default = "" if stride_given else " (the default)"
@@ -201,13 +211,20 @@ class Experiment:
         merged = {**DEFAULT_TRAIN, **self.config["prefinetune"]}
         if variant != MAIN:
             merged.update(self.config["ablations"][variant])
-        return {**{k: merged[k] for k in PREFINETUNE_READS if k in merged}, "max_length": self.config["max_length"]}
+        reads = [*PREFINETUNE_READS, *self.generation_reads(self.config["pool"])]
+        return {**{k: merged[k] for k in reads if k in merged}, "max_length": self.config["max_length"]}
 
     def finetune_settings(self, target: str) -> dict:
         """The fine-tuning hyper-parameters of a target: the finetune section with the target's overrides."""
         merged = {**DEFAULT_TRAIN, **self.config["finetune"], **self.config["finetune_overrides"].get(target, {})}
         reads = [k for k in FINETUNE_READS if k != "max_answer_tokens" or self.tasks[target].type == "span"]
+        reads += self.generation_reads([target])
         return {**{k: merged[k] for k in reads if k in merged}, "max_length": self.config["max_length"]}
+
+    def generation_reads(self, names) -> list[str]:
+        """GENERATION_READS where one of the tasks is a generation task (summarization), else none: settings no
+        other family reads are no params of its jobs, and changing them reruns nothing."""
+        return list(GENERATION_READS) if any(family(self.tasks[n]).teacher_forced for n in names) else []
 
 
 def finetune_steps(settings: dict, examples: int) -> int:
@@ -260,6 +277,7 @@ DEFAULT_TRAIN = {
     "tf32": True,
     "compile": False,
     "group_by_length": True,
+    "label_smoothing": 0.1,
 }
 
 # What each stage's training reads, so exactly the params of its jobs: changing one reruns the job. Left out:
@@ -272,6 +290,7 @@ PREFINETUNE_READS = ("max_steps", "batch_size", "grad_accum", "lr", "warmup_rati
 FINETUNE_READS = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio", "weight_decay",
                   "max_grad_norm", "dropout", "loss_scaling", "max_answer_tokens", "carry_heads", *PRECISION_READS)
 RUN_OPTIONS = ("log_every", "checkpoint_every", "eval_batch_size")
+GENERATION_READS = ("label_smoothing",)  # read only where a job's tasks include summarization (see generation_reads)
 
 # The cost plan (prefinetune.plan): throughput assumed where no measured tokens_per_s is given; bf16, what training
 # runs in on a GPU by default (precision: auto).

@@ -30,6 +30,7 @@ from .tasks import Task, log_scale
 
 HEADS_WEIGHTS = "heads.safetensors"
 HEADS_INDEX = "heads.json"
+IGNORE_INDEX = -100  # label padding of generation targets
 
 
 @dataclass
@@ -47,43 +48,86 @@ class Segment:
 class States:
     """What one forward pass gives the heads, for every row of the batch."""
 
-    hidden: torch.Tensor  # (rows, input tokens, hidden): the encoder's last states
-    pooled: torch.Tensor  # (rows, hidden): a row's sequence state, its first token
+    hidden: torch.Tensor  # (rows, input tokens, hidden): the encoder's last states (BART: the decoder's)
+    pooled: torch.Tensor  # (rows, hidden): a row's sequence state: its first token (BART: its last </s>)
+    decoder: torch.Tensor | None = None  # BART: (rows, decoder tokens, hidden), every decoder state
+    lm_logits: object = None  # BART: decoder states -> vocabulary logits (its own LM head)
 
 
-def example_losses(task: Task, outputs, labels: torch.Tensor, scale: bool, mask: torch.Tensor | None = None):
+def example_losses(task: Task, outputs, labels: torch.Tensor, scale: bool, mask: torch.Tensor | None = None,
+                   smoothing: float = 0.0):
     """Per-example loss of one task (its family's), scaled by 1 / log(n) when ``scale`` (Muppet).
 
-    ``outputs``: logits (classification), values (regression), padded choice scores (multiple choice), or
-    (rows, tokens, 2) start/end logits (span, with ``mask`` the rows' attention mask).
+    ``outputs``: logits (classification), values (regression), padded choice scores (multiple choice),
+    (rows, tokens, 2) start/end logits (span, with ``mask`` the rows' attention mask), or (rows, tokens,
+    vocabulary) logits (summarization, label-smoothed by ``smoothing``).
     """
-    loss, n = family(task).losses(task, outputs, labels, mask)
+    loss, n = family(task).losses(task, outputs, labels, mask, smoothing)
     return loss * log_scale(n) if scale and n is not None else loss
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, encoder: nn.Module, tasks: list[Task], dropout: float = 0.1, loss_scaling: bool = True):
+    """``encoder``: the pretrained transformer, an encoder (RoBERTa: ``AutoModel``) or an encoder-decoder with
+    its LM head (BART: ``AutoModelForSeq2SeqLM``); ``label_smoothing`` applies to generation tasks."""
+
+    def __init__(self, encoder: nn.Module, tasks: list[Task], dropout: float = 0.1, loss_scaling: bool = True,
+                 label_smoothing: float = 0.0):
         super().__init__()
         self.encoder = encoder
+        self.seq2seq = bool(encoder.config.is_encoder_decoder)
         self.tasks = {t.name: t for t in tasks}
+        for t in tasks:
+            if getattr(family(t), "needs_seq2seq", False) and not self.seq2seq:
+                raise ValueError(f"task {t.name}: {t.type} needs an encoder-decoder model (BART), not "
+                                 f"{type(encoder).__name__}")
         hidden = encoder.config.hidden_size
-        self.heads = nn.ModuleDict({t.head: family(t).make_head(t, hidden, dropout) for t in tasks})
+        heads = {t.head: family(t).make_head(t, hidden, dropout) for t in tasks}
+        self.heads = nn.ModuleDict({name: head for name, head in heads.items() if head is not None})
         self.loss_scaling = loss_scaling
+        self.label_smoothing = label_smoothing
 
     def forward(self, input_ids, attention_mask, segments: list[Segment]):
         """Returns (mean scaled loss over the examples, or None without labels; outputs per task)."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        states = States(hidden, hidden[:, 0])
+        states = self.states(input_ids, attention_mask, segments)
         outputs, losses = {}, []
         for seg in segments:
             task = self.tasks[seg.task]
-            out = family(task).outputs(task, self.heads[task.head], states, seg)
+            out = family(task).outputs(task, self.heads[task.head] if task.head in self.heads else None, states, seg)
             outputs[seg.task] = out
             if seg.labels is not None:
                 mask = attention_mask[seg.start:seg.end]
-                losses.append(example_losses(task, out, seg.labels, self.loss_scaling, mask))
+                losses.append(example_losses(task, out, seg.labels, self.loss_scaling, mask, self.label_smoothing))
         loss = torch.cat(losses).mean() if losses else None
         return loss, outputs
+
+    def states(self, input_ids, attention_mask, segments: list[Segment]) -> States:
+        """One pass of the transformer over the whole mixed batch."""
+        if not self.seq2seq:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return States(hidden, hidden[:, 0])
+        decoder = self.encoder.model(input_ids=input_ids, attention_mask=attention_mask,
+                                     decoder_input_ids=self.decoder_inputs(input_ids, segments)).last_hidden_state
+        hidden = decoder[:, : input_ids.shape[1]]
+        eos = input_ids == self.encoder.config.eos_token_id  # the last </s> of each row's input
+        last = torch.where(eos, torch.arange(input_ids.shape[1], device=input_ids.device), -1).max(-1).values
+        pooled = hidden[torch.arange(len(hidden), device=hidden.device), last.clamp(min=0)]
+        return States(hidden, pooled, decoder, lambda h: self.encoder.lm_head(h) + self.encoder.final_logits_bias)
+
+    def decoder_inputs(self, input_ids, segments: list[Segment]):
+        """Each row's decoder input, shifted right behind the decoder start token: the summary for the rows of a
+        teacher-forced family (labels; -100 is padding), else the row's own input (as BART's classification and
+        question-answering models do). Padded at the end, which a causal decoder never reads before."""
+        config = self.encoder.config
+        forced = [s for s in segments if s.labels is not None and family(self.tasks[s.task]).teacher_forced]
+        width = max([input_ids.shape[1], *(s.labels.shape[1] for s in forced)])
+        out = input_ids.new_full((len(input_ids), width), config.pad_token_id)
+        out[:, 0] = config.decoder_start_token_id
+        out[:, 1: input_ids.shape[1]] = input_ids[:, :-1]
+        for s in forced:
+            summary = s.labels.masked_fill(s.labels == IGNORE_INDEX, config.pad_token_id)
+            out[s.start:s.end, 1:] = config.pad_token_id
+            out[s.start:s.end, 1: summary.shape[1]] = summary[:, :-1]
+        return out
 
     def save_heads(self, out_dir: str | Path) -> None:
         from safetensors.torch import save_file
@@ -91,7 +135,8 @@ class MultiTaskModel(nn.Module):
         out_dir = Path(out_dir)
         save_file({k: v.contiguous() for k, v in self.heads.state_dict().items()}, str(out_dir / HEADS_WEIGHTS))
         index: dict[str, dict] = {}
-        for t in self.tasks.values():  # a shared head lists all of its tasks; only dataset heads have num_labels
+        for t in (t for t in self.tasks.values() if t.head in self.heads):  # a shared head lists all of its tasks;
+            # only dataset heads have num_labels; summarization has none (BART's own LM head is the model's)
             entry = index.setdefault(t.head, {"type": t.type, "tasks": []} if t.head == t.type else
                                      {"type": t.type, "num_labels": t.num_labels, "tasks": []})
             entry["tasks"].append(t.name)

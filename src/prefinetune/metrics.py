@@ -105,3 +105,21 @@ def span_metrics(predictions: list[str], golds: list[list[str]]) -> dict[str, fl
     n = max(len(predictions), 1)
     return {"exact_match": em / n, "f1": f1 / n}
 
+
+def rouge(predictions: list[str], references: list[str], predicted_lines=None, reference_lines=None) -> dict:
+    """Mean ROUGE-1, -2, -L and -Lsum F-measures in [0, 1], from Google's ``rouge-score`` with Porter stemming.
+    ROUGE-Lsum reads ``predicted_lines`` and ``reference_lines``: the texts with one sentence per line."""
+    from rouge_score import rouge_scorer
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    predicted_lines = predictions if predicted_lines is None else predicted_lines
+    reference_lines = references if reference_lines is None else reference_lines
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    lsum = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
+    totals = dict.fromkeys(["rouge1", "rouge2", "rougeL", "rougeLsum"], 0.0)
+    for p, r, pl, rl in zip(predictions, references, predicted_lines, reference_lines):
+        for name, score in {**scorer.score(r, p), **lsum.score(rl, pl)}.items():
+            totals[name] += score.fmeasure
+    n = max(len(predictions), 1)
+    return {name: total / n for name, total in totals.items()}

@@ -183,10 +183,12 @@ def bill(summary: list[dict], over: list[str], throughput: str) -> str:
 
 
 def model_parameters(model_dir: str | Path) -> int:
-    """Parameters of the encoder in ``model_dir`` (built from its config.json on the meta device: no weights read)."""
+    """Parameters of the transformer in ``model_dir`` (built from its config.json on the meta device: no weights
+    read): an encoder without pooler, or an encoder-decoder (BART; its LM head is tied to the embeddings)."""
     import torch
     from transformers import AutoConfig, AutoModel
 
+    config = AutoConfig.from_pretrained(str(model_dir))
     with torch.device("meta"):
-        model = AutoModel.from_config(AutoConfig.from_pretrained(str(model_dir)), add_pooling_layer=False)
+        model = AutoModel.from_config(config, **({} if config.is_encoder_decoder else {"add_pooling_layer": False}))
     return sum(p.numel() for p in model.parameters())

@@ -25,7 +25,8 @@ def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, s
     seed_everything(settings["seed"])
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     data = {t.name: load_tokenized(tokenized[t.name], "train") for t in tasks}
-    model = MultiTaskModel(load_encoder(base_model), tasks, settings["dropout"], settings["loss_scaling"])
+    model = MultiTaskModel(load_encoder(base_model), tasks, settings["dropout"], settings["loss_scaling"],
+                           settings["label_smoothing"])
     summary = train(model, data, settings, settings["max_steps"], tokenizer.pad_token_id, log_tsv,
                     desc=f"pre-finetune {len(tasks)} tasks", checkpoint_dir=checkpoint_dir)
     summary.update(tasks=[t.name for t in tasks], settings=settings,
@@ -55,17 +56,17 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     pad_id = encoder.config.pad_token_id  # the data is tokenized already: no need to load the tokenizer
     if pad_id is None:
         raise ValueError(f"{encoder_dir}/config.json has no pad_token_id")
-    model = MultiTaskModel(encoder, [target], settings["dropout"], settings["loss_scaling"])
+    model = MultiTaskModel(encoder, [target], settings["dropout"], settings["loss_scaling"], settings["label_smoothing"])
     carried = settings["carry_heads"] and target.name in saved_heads(encoder_dir).get(target.head, {}).get("tasks", [])
     if carried:
         model.load_heads(encoder_dir, [target.head])
     steps = finetune_steps(settings, len(train_ds))
     summary = train(model, {target.name: train_ds}, settings, steps, pad_id, log_tsv, desc=f"fine-tune {target.name}",
                     checkpoint_dir=checkpoint_dir)
-    metrics = evaluate(model, target, tokenized, pad_id, settings, summary["precision"])
+    metrics = evaluate(model, target, tokenized, pad_id, settings, summary["precision"], encoder_dir)
     result = {**meta, "target": target.name, "family": target.family, "seed": seed, "percent": percent,
               "metric": target.metric, "value": metrics[target.metric], "metrics": metrics,
-              "head": "pre-finetuned" if carried else "new", "train_examples": len(train_ds),
+              "head": "pre-finetuned" if carried else "new" if target.head in model.heads else "the model's own", "train_examples": len(train_ds),
               "steps": summary["steps"], "precision": summary["precision"], "attention": summary["attention"]}
     if label_map(tokenized) is not None:  # which raw label each class index stands for
         result["label_map"] = label_map(tokenized)
@@ -76,7 +77,7 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
 
 
 def evaluate(model: MultiTaskModel, target: Task, tokenized: str, pad_id: int, settings: dict,
-             precision: str = "fp32") -> dict:
+             precision: str = "fp32", model_dir: str | None = None) -> dict:
     """Every metric of the target's type on its validation split, as its family computes them, run at the
-    training's (resolved) ``precision``."""
-    return family(target).evaluate(model, target, tokenized, pad_id, settings, precision)
+    training's (resolved) ``precision``; ``model_dir`` has the tokenizer (to decode generated text)."""
+    return family(target).evaluate(model, target, tokenized, pad_id, settings, precision, model_dir)

@@ -126,6 +126,23 @@ def generate_spans(seed: int, split_index: int, size: int, span_length: int, pas
     return {"question": questions, "context": contexts, "answers": answers}
 
 
+def generate_summaries(seed: int, split_index: int, size: int, sentences: list[int]) -> dict:
+    """Summarization: a ``document`` of several sentences and its ``summary``: the document's marked content
+    words, in order. The marked words are the fifth of the vocabulary scoring highest along the task's direction,
+    so a model must learn which words they are and copy them; the lead sentences hold only some of them."""
+    words, latents = vocabulary()
+    scores = latents @ _direction(seed)
+    marked = scores >= np.quantile(scores, 0.8)
+    rng = np.random.default_rng([WORLD_SEED, seed, split_index])
+    documents, summaries = [], []
+    for _ in range(size):
+        ids, _ = _sentences(rng, int(rng.integers(sentences[0], sentences[1] + 1)))
+        content = [w for sentence in ids for w in sentence if marked[w]] or [ids[0][0]]
+        documents.append(" ".join(" ".join(words[i] for i in sentence) + "." for sentence in ids))
+        summaries.append(" ".join(words[i] for i in content) + ".")
+    return {"document": documents, "summary": summaries}
+
+
 def generate(spec: dict, task_type: str, num_labels: int):
     """A ``datasets.DatasetDict`` with ``train`` and ``validation`` splits for a registry ``generator`` entry."""
     from datasets import Dataset, DatasetDict
@@ -133,6 +150,8 @@ def generate(spec: dict, task_type: str, num_labels: int):
     def split_columns(index: int, size: int) -> dict:
         if task_type == "multiple_choice":
             return generate_choices(spec["seed"], index, size, spec.get("choices", [num_labels]))
+        if task_type == "summarization":
+            return generate_summaries(spec["seed"], index, size, spec.get("sentences", [4, 6]))
         if task_type == "span":
             return generate_spans(spec["seed"], index, size, spec.get("span_length", 2),
                                   spec.get("passage_words", [30, 60]))

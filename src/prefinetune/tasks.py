@@ -13,7 +13,7 @@ Four task types in three families, as in Muppet (summarization comes with genera
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import jsonschema
@@ -28,7 +28,10 @@ class ConfigError(ValueError):
 
 
 
-@dataclass(frozen=True)
+LATER_FIELDS = ("generation", "max_target_length")
+
+
+@dataclass(frozen=True, repr=False)
 class Task:
     name: str
     type: str  # one of families.TYPES
@@ -43,6 +46,14 @@ class Task:
     label_map: dict | None = field(default=None, hash=False, compare=False)  # raw label value -> index
     answer_format: str = "squad"  # span: "squad" ({text, answer_start}) or "mrqa" (detected_answers)
     size: dict | None = field(default=None, repr=False, compare=False)  # rough sizes for the cost plan (plan.py)
+    generation: dict | None = None  # summarization: beam-search settings (num_beams, min_length, max_length, ...)
+    max_target_length: int | None = None  # summarization: summary tokens kept (the config's max_target_length)
+
+    def __repr__(self) -> str:
+        """As a dataclass's, but fields added for one family (summarization's) are shown only when set: the repr
+        is a Snakemake param, and a new field must not rerun every finished job of the other families."""
+        shown = [f for f in fields(self) if f.repr and not (f.name in LATER_FIELDS and getattr(self, f.name) is None)]
+        return f"Task({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 
     @property
     def family(self) -> str:
@@ -171,6 +182,7 @@ def load_registry(path: str | Path) -> dict[str, Task]:
             label_map=entry.get("label_map"),
             answer_format=entry.get("answer_format", "squad"),
             size=entry.get("size"),
+            generation=entry.get("generation"),
         )
         _check_entry(task, f"{path}: {name}")
         tasks[name] = task

@@ -53,13 +53,19 @@ def autocast(precision: str, device: torch.device):
 
 
 def load_encoder(model_dir: str | Path):
-    """The encoder with PyTorch's SDPA attention where its architecture has it, else its own default."""
-    from transformers import AutoModel
+    """The pretrained transformer, with PyTorch's SDPA attention where its architecture has it, else its own
+    default: an encoder without pooler (``AutoModel``), or an encoder-decoder with its LM head (BART:
+    ``AutoModelForSeq2SeqLM``), as the model's config says."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
+    if AutoConfig.from_pretrained(str(model_dir)).is_encoder_decoder:
+        auto, kwargs = AutoModelForSeq2SeqLM, {}
+    else:
+        auto, kwargs = AutoModel, {"add_pooling_layer": False}
     try:
-        return AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False, attn_implementation="sdpa")
+        return auto.from_pretrained(str(model_dir), attn_implementation="sdpa", **kwargs)
     except (ValueError, ImportError):  # transformers: this architecture does not support SDPA
-        return AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False)
+        return auto.from_pretrained(str(model_dir), **kwargs)
 
 
 def attention_of(model: MultiTaskModel) -> str:

@@ -21,8 +21,9 @@ from .base import Family
 from .classification import Classification
 from .multiple_choice import MultipleChoice
 from .span import Span
+from .summarization import Summarization
 
-FAMILIES: dict[str, Family] = {kind: f for f in (Classification(), MultipleChoice(), Span()) for kind in f.types}
+FAMILIES: dict[str, Family] = {kind: f for f in (Classification(), MultipleChoice(), Span(), Summarization()) for kind in f.types}
 TYPES = tuple(FAMILIES)  # every registry type
 
 

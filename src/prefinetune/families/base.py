@@ -19,6 +19,7 @@ class Family:
     with_indices: bool = False  # the tokenize map function takes row indices
     keeps_examples: bool = False  # the tokenized copy keeps the validation split's examples (for evaluation)
     teacher_forced: bool = False  # an encoder-decoder's decoder reads the labels (shifted) instead of the input
+    needs_seq2seq: bool = False  # only an encoder-decoder model (BART) can train it
 
     # -- registry ---------------------------------------------------------------------------------------------------
     def check_entry(self, task: Task, fail) -> None:
@@ -40,8 +41,7 @@ class Family:
 
     # -- tokenize ---------------------------------------------------------------------------------------------------
     def encoder(self, task: Task, tokenizer, lengths: dict):
-        """A batched map function: layout rows -> ``input_ids`` and labels. ``lengths``: max_length, doc_stride,
-        max_target_length."""
+        """A batched map function: layout rows -> ``input_ids`` and labels. ``lengths``: max_length, doc_stride."""
         raise NotImplementedError
 
     # -- collate ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""Summarization (CNN/DailyMail, XSum, ...): BART's own decoder and LM head, no new parameters (Muppet).
+
+Layout: ``document`` and ``summary`` (str, the summary not empty). Tokenized as the document's ids (truncated
+to max_length) and the summary's ids as ``labels`` (truncated to the config's max_target_length, which the
+experiment sets on every summarization task). Training is teacher
+forcing: the decoder reads the summary shifted right (``heads.MultiTaskModel``), in the same encoder-decoder
+pass as the other families' rows. The loss is the label-smoothed cross-entropy of each summary token (PyTorch's
+``label_smoothing``, ``label_smoothing`` in the config), averaged over the summary's tokens, and scaled by
+1 / log(vocabulary size): a uniform prediction costs 1, as on every other task. Evaluation generates with beam
+search (the registry's ``generation`` settings of the dataset) and scores ROUGE-1/2/L with Google's
+``rouge-score`` and Porter stemming (as BART did); ROUGE-Lsum on the texts split into sentences (one per line,
+at the newlines the data has and after ., ! and ?). The metrics also report the lead baseline, the first three
+sentences of each document (``lead_*``).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..checks import check_text
+from ..tasks import ConfigError, Task
+from .base import Family
+
+ROUGE = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+LEAD_SENTENCES = 3  # the lead baseline: LEAD-3, the standard news baseline
+IGNORE = -100  # label padding: no loss
+
+
+class Summarization(Family):
+    name = "summarization"
+    types = ("summarization",)
+    metrics = {"summarization": ROUGE}
+    shared_head = True  # nothing is added: every summarization task trains the model's own LM head
+    keeps_examples = True  # evaluation scores the generated text against these summaries
+    teacher_forced = True
+    needs_seq2seq = True
+
+    def check_entry(self, task, fail):
+        if task.num_labels:
+            fail("num_labels", "summarization tasks have none (the vocabulary is the output)")
+        if len(task.text) != 1:
+            fail("text", "summarization tasks name one column: [document]")
+
+    def layout(self, ds, task, where, file):
+        check_text(ds, [task.label], where)
+        empty = [i for i, s in enumerate(ds[task.label]) if not s.strip()]
+        if empty:
+            raise ConfigError(f"{where}: row {empty[0] + 1}: column '{task.label}': an empty summary")
+        return ds.map(lambda row: {"document": row[task.text[0]], "summary": row[task.label]},
+                      remove_columns=ds.column_names, desc="summaries")
+
+    def encoder(self, task, tokenizer, lengths):
+        def encode(batch):
+            ids = tokenizer(batch["document"], truncation=True, max_length=lengths["max_length"])["input_ids"]
+            labels = tokenizer(text_target=batch["summary"], truncation=True,
+                               max_length=task.max_target_length)["input_ids"]
+            return {"input_ids": ids, "labels": labels}
+
+        return encode
+
+    def read_labels(self, table):  # every example's summary ids: a list of arrays
+        import pyarrow.compute as pc
+
+        labels = table.column("labels").combine_chunks()
+        tokens = pc.list_flatten(labels).to_numpy().astype(np.int64)
+        return np.split(tokens, np.cumsum(pc.list_value_length(labels).to_numpy())[:-1])
+
+    def batch_labels(self, labels, examples):
+        """(examples, longest summary), padded with -100 (no loss)."""
+        rows = [labels[i] for i in examples]
+        out = np.full((len(rows), max(map(len, rows))), IGNORE, dtype=np.int64)
+        for r, ids in enumerate(rows):
+            out[r, : len(ids)] = ids
+        return torch.from_numpy(out)
+
+    def make_head(self, task, hidden_size, dropout):
+        return None
+
+    def outputs(self, task, head, states, seg):
+        return states.lm_logits(states.decoder[seg.start:seg.end])  # (rows, decoder tokens, vocabulary)
+
+    def losses(self, task, outputs, labels, mask=None, smoothing=0.0):
+        logits = outputs[:, : labels.shape[1]].float()
+        tokens = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none",
+                                 label_smoothing=smoothing)
+        counted = (labels != IGNORE).sum(-1)
+        loss = tokens.sum(-1) / counted.clamp(min=1)
+        return loss, torch.full_like(loss, outputs.shape[-1])
+
+    def evaluate(self, model, task, tokenized, pad_id, settings, precision, model_dir=None):
+        from transformers import AutoTokenizer
+
+        from ..data import load_tokenized
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        validation = load_tokenized(tokenized, "validation")
+        generation = {"max_length": task.max_target_length, **(task.generation or {})}
+        predicted = [tokenizer.decode(ids, skip_special_tokens=True).strip()
+                     for ids in generate(model, validation, task, pad_id, settings["eval_batch_size"], precision,
+                                         generation)]
+        examples = load_tokenized(tokenized, "validation_examples")
+        metrics = self.compute_metrics(task.type, predicted, examples["summary"])
+        lead = self.compute_metrics(task.type, [lead_text(d) for d in examples["document"]], examples["summary"])
+        return {**metrics, **{f"lead_{name}": value for name, value in lead.items()}}
+
+    def compute_metrics(self, task_type, predictions, labels):
+        from ..metrics import rouge
+
+        return rouge(predictions, labels, [sentences(p) for p in predictions], [sentences(g) for g in labels])
+
+
+@torch.no_grad()
+def generate(model, ds, task: Task, pad_id: int, batch_size: int, precision: str, settings: dict):
+    """Yields the generated ids of every example of a split, in order: beam search as ``settings`` say
+    (``transformers``' generate: num_beams, min_length, max_length, length_penalty, no_repeat_ngram_size)."""
+    from ..batching import collate, task_arrays, to_device
+    from ..training import autocast, pick_device
+
+    device = pick_device()
+    model.to(device).eval()
+    arrays = task_arrays({task.name: ds}, {task.name: task})
+    for lo in range(0, len(ds), batch_size):
+        batch = [(task.name, i) for i in range(lo, min(lo + batch_size, len(ds)))]
+        inputs = to_device(collate(arrays, batch, pad_id), device)
+        with autocast(precision, device):
+            out = model.encoder.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                         early_stopping=True, **settings)
+        yield from out.tolist()
+
+
+def sentences(text: str) -> str:
+    """One sentence per line (ROUGE-Lsum's input): the text's own line breaks, and a break after ., ! and ?."""
+    return "\n".join(s for line in text.splitlines() for s in re.split(r"(?<=[.!?])\s+", line.strip()) if s)
+
+
+def lead_text(document: str) -> str:
+    """The lead baseline: the document's first LEAD_SENTENCES sentences."""
+    return " ".join(sentences(document).splitlines()[:LEAD_SENTENCES])
