@@ -1,6 +1,7 @@
 """config.yaml and registry validation: every mistake stops with one line naming the field."""
 
 import copy
+import dataclasses
 import re
 from pathlib import Path
 
@@ -37,7 +38,11 @@ def test_demo_config_loads():
     assert exp.draws == list(range(1, DEMO["draws"] + 1))
     assert exp.seeds == list(range(1, DEMO["finetune_seeds"] + 1))
     assert exp.variants == [MAIN, *DEMO.get("ablations", {})]
-    assert exp.tasks == load_registry(REPO / DEMO["registry"])
+    registry = load_registry(REPO / DEMO["registry"])
+    assert list(exp.tasks) == list(registry)  # as the registry has them; summarization with the config's target length
+    for name, task in exp.tasks.items():
+        expected = 128 if task.type == "summarization" else None  # the default max_target_length
+        assert task == dataclasses.replace(registry[name], max_target_length=expected)
     assert set(exp.used_tasks) == set(DEMO["pool"]) | set(DEMO["targets"]) | set(DEMO["sample_efficiency"]["targets"])
     order = exp.order(1)
     if DEMO["protocol"] == "targets_in_pool":
@@ -363,7 +368,7 @@ def test_paper_registry_pins_every_hub_revision_to_a_commit():
     """tasks.yaml: every hub dataset is pinned to a full commit sha (a branch such as main moves under a run)."""
     tasks = load_registry(REPO / "tasks.yaml")
     hub = {name: t.source for name, t in tasks.items() if "hub" in t.source}
-    assert len(hub) == len(tasks) == 41
+    assert len(hub) == len(tasks) == 43  # 41 of the three encoder families, 2 summarization (BART)
     unpinned = {name: s.get("revision") for name, s in hub.items()
                 if not re.fullmatch(r"[0-9a-f]{40}", str(s.get("revision")))}
     assert not unpinned

@@ -214,3 +214,24 @@ def test_plan_of_the_cluster_config_works_offline_before_any_download(tmp_path):
     # RoBERTa's own recipe for RACE (finetune_overrides: 4 epochs): 4 passes of 4 choices, not 10
     race = jobs[(jobs.rule == "finetune_baseline") & (jobs.job == "race")].iloc[0]
     assert race.examples == math.ceil(4 * 87866 / 16) * 16
+
+
+@pytest.mark.parametrize("config_file", ["bart/config.yaml", "demo/bart/config.yaml"])
+def test_bart_configs_dry_run_lists_expected_jobs_and_lint_clean(tmp_path, config_file):
+    """The BART experiment and its demo: the same DAG as RoBERTa's (four families, summarization targets), and
+    the sample-efficiency study on a summarization target."""
+    config = load_config(REPO / config_file)
+    workdir = make_workdir(tmp_path, config)
+    result = snakemake(workdir, "-n")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout) == expected_counts(config)
+    exp = Experiment.from_config(config, REPO)
+    assert {exp.tasks[t].type for t in exp.config["pool"]} >= {"classification", "multiple_choice", "span", "summarization"}
+    summaries = [t for t in exp.efficiency_targets if exp.tasks[t].type == "summarization"]
+    assert summaries and any(exp.tasks[t].type == "summarization" for t in exp.targets)
+    result = snakemake(workdir, "-n", "sample_efficiency")
+    assert result.returncode == 0, result.stderr
+    assert f"sample_efficiency/k0/{summaries[0]}/pct{exp.percents[0]}/seed1/metrics.json" in result.stdout
+    lint = snakemake(workdir, "--lint")
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout[-2000:]
+
