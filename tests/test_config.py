@@ -374,3 +374,18 @@ def test_paper_registry_pins_every_hub_revision_to_a_commit():
     assert not unpinned
     mrqa = [t for t in tasks.values() if t.source["hub"] == "mrqa-workshop/mrqa"]
     assert len(mrqa) == 5 and all(t.answer_format == "mrqa" and "subset" in t.source["filter"] for t in mrqa)
+
+
+def test_generation_settings_are_params_only_of_jobs_with_a_summarization_task():
+    """label_smoothing and the summarization fields of a Task (its repr is a param) appear only where a job has a
+    summarization task: adding the generation half reruns no finished job of the RoBERTa experiment."""
+    roberta = Experiment.from_config(yaml.safe_load((REPO / "config.yaml").read_text()), REPO)
+    bart = Experiment.from_config(yaml.safe_load((REPO / "bart" / "config.yaml").read_text()), REPO)
+    assert "label_smoothing" not in roberta.prefinetune_settings(MAIN)
+    assert "label_smoothing" not in roberta.finetune_settings("rte")
+    assert bart.prefinetune_settings(MAIN)["label_smoothing"] == 0.1
+    assert bart.finetune_settings("xsum")["label_smoothing"] == 0.1 and "label_smoothing" not in bart.finetune_settings("rte")
+    assert "generation" not in repr(roberta.tasks["rte"]) and "max_target_length" not in repr(roberta.tasks["squad"])
+    assert repr(bart.tasks["rte"]) == repr(roberta.tasks["rte"])
+    xsum = repr(bart.tasks["xsum"])
+    assert "generation={'num_beams': 6" in xsum and "max_target_length=142" in xsum

@@ -229,9 +229,11 @@ def test_bart_configs_dry_run_lists_expected_jobs_and_lint_clean(tmp_path, confi
     assert {exp.tasks[t].type for t in exp.config["pool"]} >= {"classification", "multiple_choice", "span", "summarization"}
     summaries = [t for t in exp.efficiency_targets if exp.tasks[t].type == "summarization"]
     assert summaries and any(exp.tasks[t].type == "summarization" for t in exp.targets)
-    result = snakemake(workdir, "-n", "sample_efficiency")
+    result = snakemake(workdir, "-n", "sample_efficiency", "ablations")
     assert result.returncode == 0, result.stderr
     assert f"sample_efficiency/k0/{summaries[0]}/pct{exp.percents[0]}/seed1/metrics.json" in result.stdout
+    ablation = next(iter(exp.config["ablations"]))
+    assert f"results/ablations/{ablation}/finetune/k{exp.counts[-1]}/draw1/{summaries[0]}/seed1/metrics.json" in result.stdout
     lint = snakemake(workdir, "--lint")
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout[-2000:]
 

@@ -277,3 +277,17 @@ def test_summarization_needs_an_encoder_decoder(pool):
                                          intermediate_size=32), add_pooling_layer=False)
     with pytest.raises(ValueError, match="syn_sum_1: summarization needs an encoder-decoder"):
         MultiTaskModel(encoder, list(tasks.values()))
+
+
+@pytest.mark.parametrize("name", ["syn_01", "syn_05", "syn_mc_1", "syn_span_1"])
+def test_bart_fine_tunes_on_the_other_families_targets(pool, tmp_path, name):
+    """Classification, regression, multiple choice and span targets on BART, each with its family's metrics."""
+    from prefinetune.evaluation import METRICS_BY_TYPE
+
+    root, tasks = pool
+    result = finetune(tasks[name], str(root / "tok" / name), str(root / "model"),
+                      {"epochs": 1, "batch_size": 16, "lr": 1e-3}, 1, str(tmp_path / "metrics.json"),
+                      str(tmp_path / "log.tsv"), {"k": 0})
+    assert tuple(result["metrics"]) == METRICS_BY_TYPE[tasks[name].type] and result["head"] == "new"
+    rows = len(load_tokenized(root / "tok" / name, "train"))  # span: passage windows
+    assert result["steps"] == math.ceil(rows / 16) and all(math.isfinite(v) for v in result["metrics"].values())

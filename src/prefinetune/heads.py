@@ -1,19 +1,22 @@
-"""The shared encoder with Muppet's heads, and its scaled multi-task loss.
+"""The shared transformer with Muppet's heads, and its scaled multi-task loss.
 
-``MultiTaskModel`` runs the encoder once on a mixed batch (rows of many tasks, padded together), then
-sends each task's rows (a :class:`Segment`) to its head:
+``MultiTaskModel`` runs the transformer once on a mixed batch (rows of many tasks, padded together), then
+sends each task's rows (a :class:`Segment`) to its head. An encoder (RoBERTa) gives the heads its last states;
+an encoder-decoder (BART) its decoder's, the decoder reading each row's input shifted right, or for
+summarization the summary (teacher forcing), all in the same pass:
 
-  classification, regression   a head per dataset on the first token (RoBERTa's sentence head)
+  classification, regression   a head per dataset on the first token (RoBERTa's sentence head; BART: the last </s>)
   multiple_choice              one head for all such datasets: a score per (context, choice) row, softmax
                                over each example's own choices (their number may differ per example)
   span                         one head for all such datasets: start and end logits per token of a window
+  summarization                no head: BART's own LM head on the decoder states
 
 Each family (``prefinetune.families``) makes its head, applies it to its rows and computes its loss.
 
-Each example's loss is multiplied by 1 / log(n), n its number of possible outputs (classes, choices, or
-the window's tokens), so that a uniform prediction costs 1 on every task; regression is unscaled. The
-batch loss is the mean over examples (an example is a sentence (pair), a question with its choices, or a
-passage window).
+Each example's loss is multiplied by 1 / log(n), n its number of possible outputs (classes, choices, the
+window's tokens, or the vocabulary), so that a uniform prediction costs 1 on every task; regression is
+unscaled. The batch loss is the mean over examples (an example is a sentence (pair), a question with its
+choices, a passage window, or a document with its summary).
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ import torch
 from torch import nn
 
 from .families import family
+from .families.base import IGNORE_INDEX
 from .tasks import Task, log_scale
 
 HEADS_WEIGHTS = "heads.safetensors"
 HEADS_INDEX = "heads.json"
-IGNORE_INDEX = -100  # label padding of generation targets
 
 
 @dataclass
@@ -77,7 +80,7 @@ class MultiTaskModel(nn.Module):
         self.seq2seq = bool(encoder.config.is_encoder_decoder)
         self.tasks = {t.name: t for t in tasks}
         for t in tasks:
-            if getattr(family(t), "needs_seq2seq", False) and not self.seq2seq:
+            if family(t).needs_seq2seq and not self.seq2seq:
                 raise ValueError(f"task {t.name}: {t.type} needs an encoder-decoder model (BART), not "
                                  f"{type(encoder).__name__}")
         hidden = encoder.config.hidden_size

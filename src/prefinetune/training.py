@@ -210,18 +210,23 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
             "compiled": settings["compile"]}
 
 
-@torch.no_grad()
-def predict(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int, precision: str = "fp32"):
-    """Yields (inputs on the device, the task's outputs) for consecutive batches of a whole split, in order:
-    what the task's family turns into predictions (``Family.evaluate``). Dropout is off; ``precision`` as in
-    training (resolved)."""
+def eval_batches(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int):
+    """Moves the model to the device, in eval mode (no dropout), and yields a whole split's consecutive batches
+    as model inputs on that device, in order."""
     device = pick_device()
     model.to(device).eval()
     arrays = task_arrays({task.name: ds}, {task.name: task})
     for lo in range(0, len(ds), batch_size):
         batch = [(task.name, i) for i in range(lo, min(lo + batch_size, len(ds)))]
-        inputs = to_device(collate_arrays(arrays, batch, pad_id), device)
-        with autocast(precision, device):
+        yield to_device(collate_arrays(arrays, batch, pad_id), device)
+
+
+@torch.no_grad()
+def predict(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int, precision: str = "fp32"):
+    """Yields (inputs on the device, the task's outputs) for consecutive batches of a whole split, in order:
+    what the task's family turns into predictions (``Family.evaluate``). ``precision`` as in training (resolved)."""
+    for inputs in eval_batches(model, ds, task, pad_id, batch_size):
+        with autocast(precision, pick_device()):
             _, out = model(**inputs)
         yield inputs, out[task.name]
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from ..tasks import Task
 
+IGNORE_INDEX = -100  # label padding of token targets (summaries): no loss
+
 
 class Family:
     """The defaults a family overrides. ``name`` is the family's name in results; ``types`` the registry types."""

@@ -23,11 +23,10 @@ from torch.nn import functional as F
 
 from ..checks import check_text
 from ..tasks import ConfigError, Task
-from .base import Family
+from .base import IGNORE_INDEX, Family
 
 ROUGE = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 LEAD_SENTENCES = 3  # the lead baseline: LEAD-3, the standard news baseline
-IGNORE = -100  # label padding: no loss
 
 
 class Summarization(Family):
@@ -72,7 +71,7 @@ class Summarization(Family):
     def batch_labels(self, labels, examples):
         """(examples, longest summary), padded with -100 (no loss)."""
         rows = [labels[i] for i in examples]
-        out = np.full((len(rows), max(map(len, rows))), IGNORE, dtype=np.int64)
+        out = np.full((len(rows), max(map(len, rows))), IGNORE_INDEX, dtype=np.int64)
         for r, ids in enumerate(rows):
             out[r, : len(ids)] = ids
         return torch.from_numpy(out)
@@ -81,13 +80,15 @@ class Summarization(Family):
         return None
 
     def outputs(self, task, head, states, seg):
-        return states.lm_logits(states.decoder[seg.start:seg.end])  # (rows, decoder tokens, vocabulary)
+        """(rows, summary tokens, vocabulary) logits: the LM head on the decoder states the loss reads only."""
+        width = seg.labels.shape[1] if seg.labels is not None else states.decoder.shape[1]
+        return states.lm_logits(states.decoder[seg.start:seg.end, :width])
 
     def losses(self, task, outputs, labels, mask=None, smoothing=0.0):
         logits = outputs[:, : labels.shape[1]].float()
-        tokens = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none",
+        tokens = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none",
                                  label_smoothing=smoothing)
-        counted = (labels != IGNORE).sum(-1)
+        counted = (labels != IGNORE_INDEX).sum(-1)
         loss = tokens.sum(-1) / counted.clamp(min=1)
         return loss, torch.full_like(loss, outputs.shape[-1])
 
@@ -117,16 +118,10 @@ class Summarization(Family):
 def generate(model, ds, task: Task, pad_id: int, batch_size: int, precision: str, settings: dict):
     """Yields the generated ids of every example of a split, in order: beam search as ``settings`` say
     (``transformers``' generate: num_beams, min_length, max_length, length_penalty, no_repeat_ngram_size)."""
-    from ..batching import collate, task_arrays, to_device
-    from ..training import autocast, pick_device
+    from ..training import autocast, eval_batches, pick_device
 
-    device = pick_device()
-    model.to(device).eval()
-    arrays = task_arrays({task.name: ds}, {task.name: task})
-    for lo in range(0, len(ds), batch_size):
-        batch = [(task.name, i) for i in range(lo, min(lo + batch_size, len(ds)))]
-        inputs = to_device(collate(arrays, batch, pad_id), device)
-        with autocast(precision, device):
+    for inputs in eval_batches(model, ds, task, pad_id, batch_size):
+        with autocast(precision, pick_device()):
             out = model.encoder.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                          early_stopping=True, **settings)
         yield from out.tolist()
