@@ -261,15 +261,23 @@ def test_bad_summarization_data_stops_the_download_naming_task_and_column(tmp_pa
     assert not (tmp_path / "raw").exists()
 
 
-def test_summarization_needs_an_encoder_decoder(pool):
+def test_summarization_needs_an_encoder_decoder(pool, tmp_path):
+    from transformers import RobertaConfig
     from workflow_helpers import REPO, load_config
 
     from prefinetune.config import Experiment
 
     config = load_config(REPO / "demo" / "bart" / "config.yaml")
-    config["model"]["build"]["architecture"] = "roberta"
-    with pytest.raises(ConfigError, match=r"model\.build\.architecture: roberta .*syn_sum_1 is a summarization task"):
+    config["model"]["build"].pop("architecture")
+    with pytest.raises(ConfigError, match=r"model\.build\.architecture: roberta \(the default\) is an encoder; "
+                                          r"syn_sum_1 is a summarization task"):
         Experiment.from_config(config, REPO)
+    RobertaConfig().save_pretrained(tmp_path / "encoder")
+    config["model"] = {"name": "local", "path": str(tmp_path / "encoder")}
+    with pytest.raises(ConfigError, match=r"model\.path: .*encoder holds an encoder \(roberta\); syn_sum_1"):
+        Experiment.from_config(config, REPO)
+    config["model"]["path"] = str(pool[0] / "model")  # the tiny BART: an encoder-decoder
+    assert Experiment.from_config(config, REPO).tasks["syn_target_sum"].max_target_length == 48
     root, tasks = pool
     from transformers import RobertaConfig, RobertaModel
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -141,11 +142,7 @@ class Experiment:
                 self._fail("model.path", f"{model_path}: no such folder")
             if not (Path(model_path).expanduser() / "config.json").is_file():
                 self._fail("model.path", f"{model_path} has no config.json (not a folder saved by save_pretrained)")
-        build = c["model"].get("build")
-        seq2seq = [t for t in self.used_tasks if family(self.tasks[t]).needs_seq2seq]
-        if build is not None and seq2seq and build.get("architecture", "roberta") != "bart":
-            self._fail("model.build.architecture", f"{build.get('architecture', 'roberta')} (the default) is an "
-                       f"encoder; {seq2seq[0]} is a {self.tasks[seq2seq[0]].type} task, which needs bart")
+        self._check_model_fits_tasks()
         has_span = any(self.tasks[t].type == "span" for t in self.used_tasks)
         if has_span and c["doc_stride"] >= c["max_length"]:  # only span tasks cut passages into windows
             default = "" if stride_given else " (the default)"
@@ -156,6 +153,22 @@ class Experiment:
         for name in c["finetune_overrides"]:
             if name not in self.tasks:
                 self._fail(f"finetune_overrides.{name}", f"unknown task '{name}' (not in the registry {c['registry']})")
+
+    def _check_model_fits_tasks(self) -> None:
+        """A summarization task needs an encoder-decoder: a built BART, or a local model whose config says so (a hub
+        model's config is read only once downloaded: the first training job stops then)."""
+        model = self.config["model"]
+        needs = [self.tasks[t] for t in self.used_tasks if family(self.tasks[t]).needs_seq2seq]
+        if not needs:
+            return
+        why = f"{needs[0].name} is a {needs[0].type} task, which needs an encoder-decoder model (BART)"
+        if "build" in model and model["build"].get("architecture", "roberta") != "bart":
+            given = model["build"].get("architecture", "roberta (the default)")
+            self._fail("model.build.architecture", f"{given} is an encoder; {why}: architecture: bart")
+        if "path" in model:
+            saved = json.loads((Path(model["path"]).expanduser() / "config.json").read_text())
+            if not saved.get("is_encoder_decoder"):
+                self._fail("model.path", f"{model['path']} holds an encoder ({saved.get('model_type', '?')}); {why}")
 
     # -- queries used by the Snakefile ---------------------------------------------------------------------
     @property
