@@ -209,7 +209,7 @@ def measure(args, model_dir, tokenizer, ds, accum, device, precision) -> dict:
     """Median seconds of each loop (and of its forward and backward alone) over the repeats, for ``accum``."""
     updates = max(1, args.micro_batches // accum)
     batches = update_batches(len(ds), args.batch_size, accum, updates)
-    arrays = task_arrays({TASK.name: ds})
+    arrays = task_arrays({TASK.name: ds}, {TASK.name: TASK})
     pad_id = tokenizer.pad_token_id
     built = {"project": project_micro_batches(arrays, batches, pad_id),
              "naive_max": [[naive_micro_batch(tokenizer, ds, b, "max_length", args.max_length) for b in u] for u in batches],

@@ -44,9 +44,12 @@ class TaskArrays:
     stored with the split."""
 
     def __init__(self, ds, family=None):
-        from .families import family as family_named
+        from .families import FAMILIES
 
-        self.family = family or family_named(ds.info.description)
+        if family is None and ds.info.description not in FAMILIES:
+            raise ValueError("a split that prefinetune.data.tokenize did not write (its info.description names no "
+                             "task family): give TaskArrays its task's family")
+        self.family = family or FAMILIES[ds.info.description]  # a family's name is also one of its types
         table = ds.with_format("arrow")[:]  # honours a select() (fine-tuning on a fraction)
         ids = table.column("input_ids").combine_chunks()
         self.choices = None  # multiple choice: rows (choices) per example
