@@ -164,11 +164,6 @@ def _field_of_bad_bytes(header: bytes, line: bytes, suffix: str):
         return None  # the line is broken in other ways too: the line number alone must do
 
 
-def input_columns(task: Task) -> list[str]:
-    """The source columns an entry reads."""
-    return family(task).input_columns(task)
-
-
 def select_splits(raw, task: Task, repo: str | Path = "."):
     """The experiment's two splits under their canonical names, checked and in the task family's layout."""
     from datasets import DatasetDict
@@ -179,10 +174,11 @@ def select_splits(raw, task: Task, repo: str | Path = "."):
         if name not in raw:
             raise ConfigError(f"task {task.name}: split '{name}' not found (has {sorted(raw)})")
         ds = raw[name]
-        for column in input_columns(task):
+        columns = family(task).input_columns(task)
+        for column in columns:
             if column not in ds.column_names:
                 raise ConfigError(f"task {task.name}: split '{name}' has no column '{column}' (has {ds.column_names})")
-        ds = ds.select_columns(input_columns(task))
+        ds = ds.select_columns(columns)
         where = f"task {task.name}: {origin(task, name)}"
         if task.source.get("filter"):  # row numbers below count the rows that source.filter kept
             where += " (rows after source.filter)"

@@ -45,10 +45,13 @@ class Summarization(Family):
             fail("text", "summarization tasks name one column: [document]")
 
     def layout(self, ds, task, where, file):
+        import pyarrow.compute as pc
+
         check_text(ds, [task.label], where)
-        empty = [i for i, s in enumerate(ds[task.label]) if not s.strip()]
-        if empty:
-            raise ConfigError(f"{where}: row {empty[0] + 1}: column '{task.label}': an empty summary")
+        blank = pc.equal(pc.utf8_trim_whitespace(ds.with_format("arrow")[task.label]), "")  # one Arrow pass
+        row = pc.index(blank, True).as_py()
+        if row >= 0:
+            raise ConfigError(f"{where}: row {row + 1}: column '{task.label}': an empty summary")
         return ds.map(lambda row: {"document": row[task.text[0]], "summary": row[task.label]},
                       remove_columns=ds.column_names, desc="summaries")
 
