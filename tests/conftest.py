@@ -1,10 +1,35 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by the test modules, and the markers of the three kinds of test.
+
+tests/unit       the parts that carry the method, in this process: the quick loop, pytest -m "not slow"
+tests/workflow   Snakemake's dry runs, config mistakes through the real CLI, runs of several processes (slow)
+tests/e2e        the real workflow end to end on tiny data, also on a Slurm test cluster (slow)
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from workflow_helpers import make_workdir, snakemake
+
+KINDS = {"unit": (), "workflow": ("workflow", "slow"), "e2e": ("e2e", "slow")}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for mark in KINDS.get(Path(item.fspath).parent.name, ()):
+            item.add_marker(mark)
+
+
+@pytest.fixture
+def isolated_hf(tmp_path, monkeypatch):
+    """Keep datasets' cache inside the test's folder, and never touch the network."""
+    import datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 from pathlib import Path
 
 from prefinetune.data import download
+from prefinetune.tasks import from_params
 from prefinetune.workflow import logging_to
 
 with logging_to(snakemake.log[0]):
-    download(snakemake.params.task, snakemake.output[0], repo=Path(snakemake.scriptdir).parent)
+    download(from_params(snakemake.params.task), snakemake.output[0], repo=Path(snakemake.scriptdir).parent)

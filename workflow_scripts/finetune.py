@@ -4,12 +4,13 @@ import torch
 
 from prefinetune.config import run_options
 from prefinetune.stages import finetune
+from prefinetune.tasks import from_params
 from prefinetune.workflow import checkpoint_dir, logging_to
 
 with logging_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
     settings = {**snakemake.params.settings, **run_options(snakemake.config, "finetune")}
-    finetune(snakemake.params.target, snakemake.input.data, snakemake.input.encoder, settings,
+    finetune(from_params(snakemake.params.target), snakemake.input.data, snakemake.input.encoder, settings,
              int(snakemake.wildcards.seed), snakemake.output.metrics, snakemake.output.log_tsv, snakemake.params.meta,
              percent=snakemake.params.percent, fraction_seed=snakemake.params.fraction_seed,
              checkpoint_dir=checkpoint_dir(snakemake.output.metrics))

@@ -10,9 +10,10 @@ import torch
 from prefinetune import launch
 from prefinetune.config import run_options
 from prefinetune.stages import prefinetune
+from prefinetune.tasks import from_params
 from prefinetune.workflow import logging_to
 
-tasks = snakemake.params.tasks
+tasks = [from_params(t) for t in snakemake.params.tasks]
 settings = {**snakemake.params.settings, **run_options(snakemake.config, "prefinetune")}
 args = dict(tasks=tasks, tokenized=dict(zip([t.name for t in tasks], snakemake.input.data)),
             base_model=snakemake.input.base, settings=settings, out_dir=snakemake.output.model,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
+import sys
 
 import pandas as pd
+import yaml
 
-from .evaluation import ALL_METRICS
+from .families import ALL_METRICS
 from .io import atomic_path
 
 # One row per fine-tuning run; k = 0 is the model without pre-finetuning (draw 0, shared by all draws).
@@ -119,12 +123,47 @@ def read_scaling(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+
+
+def read_orders(paths: list[str | os.PathLike]) -> dict[int, list[str]]:
+    """Each draw's task order from the subsets step's ``draw<d>.yaml`` files."""
+    orders = {}
+    for path in paths:
+        with open(path) as f:
+            record = yaml.safe_load(f)
+        if not isinstance(record, dict) or "draw" not in record or "order" not in record:
+            raise ValueError(f"{path}: needs the fields 'draw' and 'order'")
+        orders[int(record["draw"])] = list(record["order"])
+    return orders
+
+
+def transfer_map(df: pd.DataFrame, orders: dict[int, list[str]], variant: str, **kwargs) -> pd.DataFrame:
+    """The per-task transfer table of one curve (see ``transfer.transfer_table``)."""
+    from .breakpoint import LEVEL, N_BOOT
+    from .transfer import transfer_table
+
+    kwargs = {"n_boot": N_BOOT, "level": LEVEL, **kwargs}
+    return transfer_table(curve_series(df), orders, variant, **kwargs)
+
+
+def read_train_logs(paths: list[str | os.PathLike]) -> pd.DataFrame:
+    """The pre-finetuning logs ``.../k<k>/draw<d>/train_log.tsv`` as one table: k, draw, step, loss."""
+    parts = []
+    for path in paths:
+        match = re.search(r"k(\d+)/draw(\d+)/train_log\.tsv$", str(path))
+        if not match:
+            raise ValueError(f"{path}: not a path of the form .../k<k>/draw<d>/train_log.tsv")
+        log = pd.read_csv(path, sep="\t")
+        missing = [c for c in ("step", "loss") if c not in log.columns]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}")
+        parts.append(log[["step", "loss"]].assign(k=int(match[1]), draw=int(match[2])))
+    return pd.concat(parts, ignore_index=True)[["k", "draw", "step", "loss"]]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m prefinetune.analysis SCALING_CSV``: print the critical-point table of any such table."""
-    import argparse
-    import sys
-
-    from .breakpoint import LEVEL, N_BOOT
+    from .breakpoint import LEVEL, N_BOOT  # scipy: imported by the steps that fit, not by aggregate
 
     parser = argparse.ArgumentParser(prog="python -m prefinetune.analysis", description=main.__doc__)
     parser.add_argument("table", help="a CSV with columns k, draw, target, seed, value (others optional)")
@@ -149,43 +188,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def read_orders(paths: list[str | os.PathLike]) -> dict[int, list[str]]:
-    """Each draw's task order from the subsets step's ``draw<d>.yaml`` files."""
-    import yaml
-
-    orders = {}
-    for path in paths:
-        with open(path) as f:
-            record = yaml.safe_load(f)
-        if not isinstance(record, dict) or "draw" not in record or "order" not in record:
-            raise ValueError(f"{path}: needs the fields 'draw' and 'order'")
-        orders[int(record["draw"])] = list(record["order"])
-    return orders
-
-
-def transfer_map(df: pd.DataFrame, orders: dict[int, list[str]], variant: str, **kwargs) -> pd.DataFrame:
-    """The per-task transfer table of one curve (see ``transfer.transfer_table``)."""
-    from .breakpoint import LEVEL, N_BOOT
-    from .transfer import transfer_table
-
-    kwargs = {"n_boot": N_BOOT, "level": LEVEL, **kwargs}
-    return transfer_table(curve_series(df), orders, variant, **kwargs)
-
-
-def read_train_logs(paths: list[str | os.PathLike]) -> pd.DataFrame:
-    """The pre-finetuning logs ``.../k<k>/draw<d>/train_log.tsv`` as one table: k, draw, step, loss."""
-    import re
-
-    parts = []
-    for path in paths:
-        match = re.search(r"k(\d+)/draw(\d+)/train_log\.tsv$", str(path))
-        if not match:
-            raise ValueError(f"{path}: not a path of the form .../k<k>/draw<d>/train_log.tsv")
-        log = pd.read_csv(path, sep="\t")
-        missing = [c for c in ("step", "loss") if c not in log.columns]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}")
-        parts.append(log[["step", "loss"]].assign(k=int(match[1]), draw=int(match[2])))
-    return pd.concat(parts, ignore_index=True)[["k", "draw", "step", "loss"]]

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from .heads import Segment
+from .batch import Segment
+from .families import FAMILIES, family
 
 
 def _starts(lengths: np.ndarray) -> np.ndarray:
@@ -40,16 +41,13 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 class TaskArrays:
     """One task's tokenized split as numpy arrays: tokens, row offsets, labels, and each example's length.
 
-    ``family`` reads the labels (``Family.read_labels``); by default, the family whose name ``tokenize``
-    stored with the split."""
+    ``fam``'s data part reads the labels; by default, the family whose name ``tokenize`` stored with the split."""
 
-    def __init__(self, ds, family=None):
-        from .families import FAMILIES
-
-        if family is None and ds.info.description not in FAMILIES:
+    def __init__(self, ds, fam=None):
+        if fam is None and ds.info.description not in FAMILIES:
             raise ValueError("a split that prefinetune.data.tokenize did not write (its info.description names no "
                              "task family): give TaskArrays its task's family")
-        self.family = family or FAMILIES[ds.info.description]  # a family's name is also one of its types
+        self.family = fam or FAMILIES[ds.info.description]
         table = ds.with_format("arrow")[:]  # honours a select() (fine-tuning on a fraction)
         ids = table.column("input_ids").combine_chunks()
         self.choices = None  # multiple choice: rows (choices) per example
@@ -60,7 +58,7 @@ class TaskArrays:
         self.row_lengths = pc.list_value_length(ids).to_numpy().astype(np.int64)
         self.row_starts = _starts(self.row_lengths)
         self.tokens = pc.list_flatten(ids).to_numpy()
-        self.labels = self.family.read_labels(table)
+        self.labels = self.family.data.read_labels(table)
         # tokens of each example's longest row: what it adds to the padded width of a micro-batch
         self.lengths = (self.row_lengths if self.choices is None
                         else np.maximum.reduceat(self.row_lengths, self.example_rows[:-1]))
@@ -77,8 +75,6 @@ class TaskArrays:
 
 def task_arrays(data: dict, tasks: dict | None = None) -> dict[str, TaskArrays]:
     """Arrays of every task's split; ``tasks`` (name -> Task) gives their families, else the data does."""
-    from .families import family
-
     return {name: ds if isinstance(ds, TaskArrays) else TaskArrays(ds, family(tasks[name]) if tasks else None)
             for name, ds in data.items()}
 
@@ -95,7 +91,8 @@ def collate(arrays: dict[str, TaskArrays], batch: list[tuple[str, int]], pad_id:
         examples = np.array([i for t, i in batch if t == task], dtype=np.int64)
         rows = a.rows(examples)
         counts = None if a.choices is None else a.choices[examples].tolist()
-        segments.append(Segment(task, start, start + len(rows), a.family.batch_labels(a.labels, examples), counts))
+        labels = torch.from_numpy(a.family.data.batch_labels(a.labels, examples))
+        segments.append(Segment(task, start, start + len(rows), labels, counts))
         parts.append((a, rows))
         start += len(rows)
     lengths = np.concatenate([a.row_lengths[rows] for a, rows in parts])

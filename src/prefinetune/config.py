@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .families import family
+from .families import family, load_registry
 from .subsets import subset, task_order
-from .tasks import ConfigError, Task, load_registry, read_yaml, validate_with_schema
+from .tasks import ConfigError, Task, read_yaml, validate_with_schema
 
 MAIN = "main"  # the variant that follows the paper; ablations are named in config["ablations"]
 MODEL_SOURCES = ("hub", "path", "build")  # exactly one says where the model comes from
@@ -72,6 +72,20 @@ def _has(data, path: tuple) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Run:
+    """One fine-tuning run: from the model (variant, k, draw) of a curve (k = 0: the original model, draw 0) on a
+    target with a seed. ``percent``: the sample-efficiency study's share of the training data; None for a run of
+    a curve, which trains on the whole split."""
+
+    variant: str
+    k: int
+    draw: int
+    target: str
+    seed: int
+    percent: int | None = None
+
+
 @dataclass
 class Experiment:
     config: dict
@@ -105,7 +119,7 @@ class Experiment:
         if not registry.is_absolute():
             registry = Path(repo) / registry
         tasks = {name: dataclasses.replace(t, max_target_length=config["max_target_length"])
-                 if family(t).teacher_forced else t for name, t in load_registry(registry).items()}
+                 if family(t).model.teacher_forced else t for name, t in load_registry(registry).items()}
         exp = cls(config=config, tasks=tasks, source=source, sources=list(sources))
         exp._check(stride_given)
         return exp
@@ -124,10 +138,10 @@ class Experiment:
 
     def _check(self, stride_given: bool = True) -> None:
         c = self.config
-        for field in ("pool", "targets"):
-            for i, name in enumerate(c[field]):
+        for key in ("pool", "targets"):
+            for i, name in enumerate(c[key]):
                 if name not in self.tasks:
-                    self._fail(f"{field}[{i}]", f"unknown task '{name}' (not in the registry {c['registry']})")
+                    self._fail(f"{key}[{i}]", f"unknown task '{name}' (not in the registry {c['registry']})")
         available = len(self.order(1))
         for i, k in enumerate(c["task_counts"]):
             if k > available:
@@ -158,7 +172,7 @@ class Experiment:
         """A summarization task needs an encoder-decoder: a built BART, or a local model whose config says so (a hub
         model's config is read only once downloaded: the first training job stops then)."""
         model = self.config["model"]
-        needs = [self.tasks[t] for t in self.used_tasks if family(self.tasks[t]).needs_seq2seq]
+        needs = [self.tasks[t] for t in self.used_tasks if family(self.tasks[t]).model.needs_seq2seq]
         if not needs:
             return
         why = f"{needs[0].name} is a {needs[0].type} task, which needs an encoder-decoder model (BART)"
@@ -217,6 +231,35 @@ class Experiment:
     def subset(self, k: int, draw: int) -> list[str]:
         return subset(self.order(draw), k)
 
+    # -- the jobs, as values (rules/common.smk turns them into paths) -----------------------------------------
+    def models(self) -> list[tuple[int, int]]:
+        """(k, draw) of every pre-finetuned model of a curve (each variant has its own)."""
+        return [(k, draw) for k in self.counts if k > 0 for draw in self.draws]
+
+    def curve_runs(self, variant: str, targets: list[str] | None = None) -> list[Run]:
+        """Every fine-tuning run behind one curve: the k = 0 baseline (shared by all variants) and the runs from
+        the variant's pre-finetuned models."""
+        targets = self.targets if targets is None else targets
+        runs = []
+        for k in self.counts:
+            models = [(MAIN, 0)] if k == 0 else [(variant, draw) for draw in self.draws]
+            runs += [Run(v, k, draw, target, seed) for v, draw in models for target in targets for seed in self.seeds]
+        return runs
+
+    def efficiency_runs(self) -> list[Run]:
+        """Every run of the sample-efficiency study: each of its targets, percents and seeds, from every model of
+        the main curve (k = 0 included). 100 % of a target of the main curve is that curve's own run."""
+        runs = []
+        for target in self.efficiency_targets:
+            for pct in self.percents:
+                if pct == 100 and target in self.targets:  # the whole training split: the main curve's runs
+                    runs += self.curve_runs(MAIN, [target])
+                    continue
+                models = [(0, 0)] if 0 in self.counts else []
+                runs += [Run(MAIN, k, draw, target, seed, pct) for k, draw in [*models, *self.models()]
+                         for seed in self.seeds]
+        return runs
+
     def prefinetune_settings(self, variant: str) -> dict:
         """The pre-finetuning hyper-parameters of a variant: the main section with the ablation's overrides."""
         if variant != MAIN and variant not in self.config["ablations"]:
@@ -237,7 +280,7 @@ class Experiment:
     def generation_reads(self, names) -> list[str]:
         """GENERATION_READS where one of the tasks is a generation task (summarization), else none: settings no
         other family reads are no params of its jobs, and changing them reruns nothing."""
-        return list(GENERATION_READS) if any(family(self.tasks[n]).teacher_forced for n in names) else []
+        return list(GENERATION_READS) if any(family(self.tasks[n]).model.teacher_forced for n in names) else []
 
 
 def finetune_steps(settings: dict, examples: int) -> int:

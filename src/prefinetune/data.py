@@ -3,11 +3,12 @@
 ``download`` turns any registry source into an on-disk ``DatasetDict`` holding exactly the splits the
 experiment uses (renamed to ``train``/``validation``), every row checked and in its family's layout.
 ``tokenize`` stores each family's model inputs per row, truncated, unpadded (batches are padded dynamically).
-Both are memory-mapped Arrow on disk, shared by every subset and fine-tuning run. Each family's module
+Both are memory-mapped Arrow on disk, shared by every subset and fine-tuning run. Each family's data part
 (``prefinetune.families``) says what its layout holds and what truncation may cut:
   classification, regression   the text column(s) and the label; the longer sentence loses its end
   multiple_choice              context, question, choices, label; only the passage loses its end
   span                         question, context, answers; the passage is cut into overlapping windows
+  summarization                document, summary; each loses its end beyond its length
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from .checks import check_text, origin
 from .families import family
 from .io import atomic_path, write_json
+from .synthetic import generate
 from .tasks import ConfigError, Task
 
 SPLITS = ("train", "validation")
@@ -33,8 +35,6 @@ def load_source(task: Task, repo: str | Path = "."):
 
     src = task.source
     if "generator" in src:
-        from .synthetic import generate
-
         return generate(src["generator"], task.type, task.num_labels)
     if "files" in src:
         splits = {}
@@ -174,7 +174,7 @@ def select_splits(raw, task: Task, repo: str | Path = "."):
         if name not in raw:
             raise ConfigError(f"task {task.name}: split '{name}' not found (has {sorted(raw)})")
         ds = raw[name]
-        columns = family(task).input_columns(task)
+        columns = family(task).data.input_columns(task)
         for column in columns:
             if column not in ds.column_names:
                 raise ConfigError(f"task {task.name}: split '{name}' has no column '{column}' (has {ds.column_names})")
@@ -186,14 +186,14 @@ def select_splits(raw, task: Task, repo: str | Path = "."):
             raise ConfigError(f"{where}: no rows (the {canonical} split needs some)")
         check_text(ds, task.text, where)
         file = task.source.get("files", {}).get(name)
-        out[canonical] = family(task).layout(ds, task, where, Path(repo) / file if file else None)
+        out[canonical] = family(task).data.layout(ds, task, where, Path(repo) / file if file else None)
     return DatasetDict(out)
 
 
 def download(task: Task, out_dir: str | Path, repo: str | Path = ".") -> None:
     """Load, check every row, and save; the label map (the registry's, or read from the data) goes beside it."""
     raw = load_source(task, repo)
-    task = family(task).prepare(raw, task)
+    task = family(task).data.prepare(raw, task)
     data = select_splits(raw, task, repo)
     with atomic_path(out_dir, is_dir=True) as tmp:
         data.save_to_disk(str(tmp))
@@ -211,13 +211,13 @@ def tokenize(task: Task, raw_dir: str | Path, tokenizer_dir: str | Path, out_dir
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     data = load_from_disk(str(raw_dir))
     fam = family(task)
-    encode = fam.encoder(task, tokenizer, {"max_length": max_length, "doc_stride": doc_stride})
+    encode = fam.data.encoder(task, tokenizer, {"max_length": max_length, "doc_stride": doc_stride})
     out = {}
     for split, ds in data.items():
-        out[split] = ds.map(encode, batched=True, remove_columns=ds.column_names, with_indices=fam.with_indices,
+        out[split] = ds.map(encode, batched=True, remove_columns=ds.column_names, with_indices=fam.data.with_indices,
                             num_proc=num_proc if num_proc > 1 else None, desc=f"tokenize {task.name} {split}")
         out[split].info.description = fam.name
-    if fam.keeps_examples:  # evaluation reads the original validation examples (passages, answers, summaries)
+    if fam.data.keeps_examples:  # scoring reads the original validation examples (passages, answers, summaries)
         out["validation_examples"] = data["validation"]
     with atomic_path(out_dir, is_dir=True) as tmp:
         DatasetDict(out).save_to_disk(str(tmp))

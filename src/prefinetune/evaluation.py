@@ -1,20 +1,84 @@
-"""Evaluation metrics of a fine-tuned model on a target task's validation split: each family computes its own
-(``prefinetune.families``) from the functions of ``prefinetune.metrics``."""
+"""The evaluation driver: a fine-tuned model on a target's validation split, scored by the target's family.
+
+It loads the tokenized split (and the original examples, where the family's data part keeps them), runs the
+model over it batch by batch, predicting with the heads or, for a family whose scorer ``generates``, generating
+text with beam search and decoding it, and feeds each batch to the family's scorer, which turns what it
+accumulated into metrics (``prefinetune.families``: no scorer loads data or runs the model).
+"""
 
 from __future__ import annotations
 
-from .families import FAMILIES, family
+import torch
 
-# The metrics computed for each task type; a target's headline metric must be one of these.
-METRICS_BY_TYPE: dict[str, tuple[str, ...]] = {kind: f.metrics[kind] for kind, f in FAMILIES.items()}
-ALL_METRICS = tuple(dict.fromkeys(m for ms in METRICS_BY_TYPE.values() for m in ms))
+from .batching import collate, task_arrays, to_device
+from .data import load_tokenized
+from .families import METRICS_BY_TYPE, family
+from .heads import MultiTaskModel
+from .tasks import Task
+from .training import autocast, pick_device
+
+
+def evaluate(model: MultiTaskModel, task: Task, tokenized: str, pad_id: int, settings: dict,
+             precision: str = "fp32", model_dir: str | None = None) -> dict:
+    """Every metric of the task's type on its validation split, run at the training's (resolved) ``precision``;
+    ``model_dir`` has the tokenizer (families that generate decode text)."""
+    fam = family(task)
+    validation = load_tokenized(tokenized, "validation")
+    examples = load_tokenized(tokenized, "validation_examples") if fam.data.keeps_examples else None
+    scorer = fam.scorer(task, settings, validation, examples)
+    batch_size = settings["eval_batch_size"]
+    if scorer.generates:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        options = {"max_length": task.max_target_length, **(task.generation or {})}
+        texts = [tokenizer.decode(ids, skip_special_tokens=True).strip()
+                 for ids in generate(model, validation, task, pad_id, batch_size, precision, options)]
+        scorer.add(texts, None, None)
+    else:
+        for inputs, out in predict(model, validation, task, pad_id, batch_size, precision):
+            scorer.add(out.float().cpu().numpy(), inputs["segments"][0].labels.cpu().numpy(),
+                       inputs["attention_mask"].sum(-1).tolist())
+    return scorer.result()
+
+
+def eval_batches(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int):
+    """Moves the model to the device, in eval mode (no dropout), and yields a whole split's consecutive batches
+    as model inputs on that device, in order."""
+    device = pick_device()
+    model.to(device).eval()
+    arrays = task_arrays({task.name: ds}, {task.name: task})
+    for lo in range(0, len(ds), batch_size):
+        batch = [(task.name, i) for i in range(lo, min(lo + batch_size, len(ds)))]
+        yield to_device(collate(arrays, batch, pad_id), device)
+
+
+@torch.no_grad()
+def predict(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int, precision: str = "fp32"):
+    """Yields (inputs on the device, the task's outputs) for consecutive batches of a whole split, in order.
+    ``precision`` as in training (resolved)."""
+    for inputs in eval_batches(model, ds, task, pad_id, batch_size):
+        with autocast(precision, pick_device()):
+            _, out = model(**inputs)
+        yield inputs, out[task.name]
+
+
+@torch.no_grad()
+def generate(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int, precision: str, settings: dict):
+    """Yields the generated ids of every example of a split, in order: beam search as ``settings`` say
+    (``transformers``' generate: num_beams, min_length, max_length, length_penalty, no_repeat_ngram_size)."""
+    for inputs in eval_batches(model, ds, task, pad_id, batch_size):
+        with autocast(precision, pick_device()):
+            out = model.encoder.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                         early_stopping=True, **settings)
+        yield from out.tolist()
 
 
 def compute_metrics(task_type: str, predictions, labels) -> dict[str, float]:
-    """All metrics of ``METRICS_BY_TYPE[task_type]`` as plain floats, from what the family's evaluation
-    collects: logits (N, C) for classification, values (N,) or (N, 1) for regression, choice scores (N, C)
-    with -inf where a row has fewer choices for multiple choice, answer strings and lists of gold answers for
-    span extraction."""
-    metrics = family(task_type).compute_metrics(task_type, predictions, labels)
+    """All metrics of ``METRICS_BY_TYPE[task_type]`` as plain floats, from a whole split's predictions: logits
+    (N, C) for classification, values (N,) or (N, 1) for regression, choice scores (N, C) with -inf where a row
+    has fewer choices for multiple choice, answer strings and lists of gold answers for span extraction,
+    generated and reference texts for summarization."""
+    metrics = family(task_type).scorer.compute(task_type, predictions, labels)
     assert tuple(metrics) == METRICS_BY_TYPE[task_type]
     return metrics

@@ -11,7 +11,7 @@ summarization the summary (teacher forcing), all in the same pass:
   span                         one head for all such datasets: start and end logits per token of a window
   summarization                no head: BART's own LM head on the decoder states
 
-Each family (``prefinetune.families``) makes its head, applies it to its rows and computes its loss.
+Each family's model part (``prefinetune.families``) makes its head, applies it to its rows and computes its loss.
 
 Each example's loss is multiplied by 1 / log(n), n its number of possible outputs (classes, choices, the
 window's tokens, or the vocabulary), so that a uniform prediction costs 1 on every task; regression is
@@ -22,39 +22,23 @@ choices, a passage window, or a document with its summary).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .families import family
-from .families.base import IGNORE_INDEX
-from .tasks import Task, log_scale
+from .batch import IGNORE_INDEX, Segment, States
+from .families import family, head_name
+from .tasks import Task
 
 HEADS_WEIGHTS = "heads.safetensors"
 HEADS_INDEX = "heads.json"
 
 
-@dataclass
-class Segment:
-    """Rows ``start:end`` of a batch belong to ``task``; ``labels`` has one entry per example."""
-
-    task: str
-    start: int
-    end: int
-    labels: torch.Tensor | None = None  # class / value / answer index; span: (examples, 2) start and end token
-    choice_counts: list[int] | None = None  # multiple choice: rows (choices) per example, in order
-
-
-@dataclass
-class States:
-    """What one forward pass gives the heads, for every row of the batch."""
-
-    hidden: torch.Tensor  # (rows, input tokens, hidden): the encoder's last states (BART: the decoder's)
-    pooled: torch.Tensor  # (rows, hidden): a row's sequence state: its first token (BART: its last </s>)
-    decoder: torch.Tensor | None = None  # BART: (rows, decoder tokens, hidden), every decoder state
-    lm_logits: object = None  # BART: decoder states -> vocabulary logits (its own LM head)
+def log_scale(n):
+    """1 / log(n) for a number (or a tensor) of possible outputs n >= 2."""
+    return 1.0 / (math.log(n) if isinstance(n, (int, float)) else n.log())
 
 
 def example_losses(task: Task, outputs, labels: torch.Tensor, scale: bool, mask: torch.Tensor | None = None,
@@ -65,7 +49,7 @@ def example_losses(task: Task, outputs, labels: torch.Tensor, scale: bool, mask:
     (rows, tokens, 2) start/end logits (span, with ``mask`` the rows' attention mask), or (rows, tokens,
     vocabulary) logits (summarization, label-smoothed by ``smoothing``).
     """
-    loss, n = family(task).losses(task, outputs, labels, mask, smoothing)
+    loss, n = family(task).model.losses(task, outputs, labels, mask, smoothing)
     return loss * log_scale(n) if scale and n is not None else loss
 
 
@@ -80,11 +64,11 @@ class MultiTaskModel(nn.Module):
         self.seq2seq = bool(encoder.config.is_encoder_decoder)
         self.tasks = {t.name: t for t in tasks}
         for t in tasks:
-            if family(t).needs_seq2seq and not self.seq2seq:
+            if family(t).model.needs_seq2seq and not self.seq2seq:
                 raise ValueError(f"task {t.name}: {t.type} needs an encoder-decoder model (BART), not "
                                  f"{type(encoder).__name__}")
         hidden = encoder.config.hidden_size
-        heads = {t.head: family(t).make_head(t, hidden, dropout) for t in tasks}
+        heads = {head_name(t): family(t).model.make_head(t, hidden, dropout) for t in tasks}
         self.heads = nn.ModuleDict({name: head for name, head in heads.items() if head is not None})
         self.loss_scaling = loss_scaling
         self.label_smoothing = label_smoothing
@@ -95,7 +79,8 @@ class MultiTaskModel(nn.Module):
         outputs, losses = {}, []
         for seg in segments:
             task = self.tasks[seg.task]
-            out = family(task).outputs(task, self.heads[task.head] if task.head in self.heads else None, states, seg)
+            head = self.heads[head_name(task)] if head_name(task) in self.heads else None
+            out = family(task).model.outputs(task, head, states, seg)
             outputs[seg.task] = out
             if seg.labels is not None:
                 mask = attention_mask[seg.start:seg.end]
@@ -121,7 +106,7 @@ class MultiTaskModel(nn.Module):
         teacher-forced family (labels; -100 is padding), else the row's own input (as BART's classification and
         question-answering models do). Padded at the end, which a causal decoder never reads before."""
         config = self.encoder.config
-        forced = [s for s in segments if s.labels is not None and family(self.tasks[s.task]).teacher_forced]
+        forced = [s for s in segments if s.labels is not None and family(self.tasks[s.task]).model.teacher_forced]
         width = max([input_ids.shape[1], *(s.labels.shape[1] for s in forced)])
         out = input_ids.new_full((len(input_ids), width), config.pad_token_id)
         out[:, 0] = config.decoder_start_token_id
@@ -138,9 +123,10 @@ class MultiTaskModel(nn.Module):
         out_dir = Path(out_dir)
         save_file({k: v.contiguous() for k, v in self.heads.state_dict().items()}, str(out_dir / HEADS_WEIGHTS))
         index: dict[str, dict] = {}
-        for t in (t for t in self.tasks.values() if t.head in self.heads):  # a shared head lists all of its tasks;
+        for t in (t for t in self.tasks.values() if head_name(t) in self.heads):  # a shared head lists all its tasks;
             # only dataset heads have num_labels; summarization has none (BART's own LM head is the model's)
-            entry = index.setdefault(t.head, {"type": t.type, "tasks": []} if t.head == t.type else
+            head = head_name(t)
+            entry = index.setdefault(head, {"type": t.type, "tasks": []} if head == t.type else
                                      {"type": t.type, "num_labels": t.num_labels, "tasks": []})
             entry["tasks"].append(t.name)
         (out_dir / HEADS_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

@@ -11,7 +11,6 @@ is one ordinary process.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -21,12 +20,13 @@ import sys
 from pathlib import Path
 
 from . import checkpoint, distributed
-from .tasks import Task
+from .stages import prefinetune
+from .tasks import Task, from_params, params
 
 
 def write_job(path: str | Path, tasks: list[Task], tokenized: dict[str, str], base_model: str, settings: dict,
               out_dir: str, log_tsv: str, checkpoint_dir: str | None) -> None:
-    job = {"tasks": [dataclasses.asdict(t) for t in tasks], "tokenized": tokenized, "base_model": base_model,
+    job = {"tasks": [params(t) for t in tasks], "tokenized": tokenized, "base_model": base_model,
            "settings": settings, "out_dir": out_dir, "log_tsv": log_tsv, "checkpoint_dir": checkpoint_dir}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(job, indent=2) + "\n")
@@ -35,7 +35,7 @@ def write_job(path: str | Path, tasks: list[Task], tokenized: dict[str, str], ba
 def read_job(path: str | Path) -> dict:
     """The keyword arguments of :func:`prefinetune.stages.prefinetune`."""
     job = json.loads(Path(path).read_text())
-    job["tasks"] = [Task(**{**t, "text": tuple(t["text"]), "choices": tuple(t["choices"])}) for t in job["tasks"]]
+    job["tasks"] = [from_params(t) for t in job["tasks"]]
     return job
 
 
@@ -106,8 +106,6 @@ def run(job_path: str | Path, processes: int, threads: int = 1, log=None, nodes:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .stages import prefinetune
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         sys.exit("usage: python -m prefinetune.launch JOB.json")

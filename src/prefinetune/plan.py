@@ -1,7 +1,7 @@
 """The bill before launch: examples, tokens and GPU-hours of every training job of the DAG, against its runtime.
 
-Run as ``snakemake plan`` (rules/plan.smk), which hands over the jobs as the workflow's own input functions
-list them. Per task it counts the real (non-pad) tokens of the tokenized training split where that exists
+Run as ``snakemake plan`` (rules/plan.smk). :func:`training_jobs` lists the jobs from the experiment's values
+(the same lists the workflow's input functions are built from); the rule adds each job's output path. Per task it counts the real (non-pad) tokens of the tokenized training split where that exists
 (``exact``), and otherwise reads the registry's ``size`` (``rough``: examples from the dataset cards, a
 guessed mean length per row). A job is exact only if all its tasks are.
 
@@ -17,11 +17,13 @@ guessed mean length per row). A job is exact only if all its tasks are.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import finetune_steps
+from .config import MAIN, Experiment, finetune_steps
+from .io import write_text
 from .sampling import mixing_probabilities
+from .tasks import ConfigError
 
 # Dense peak TFLOP/s per GPU (vendor data sheets, without sparsity). bf16: 16-bit tensor cores (fp16 on V100,
 # which has no bf16); tf32: fp32 matmuls on TF32 tensor cores; fp32: plain fp32 (PyTorch's default: TF32 off).
@@ -41,6 +43,49 @@ class TaskSize:
     items: int  # training rows the sampler counts: examples; span: passage windows
     tokens: float  # real tokens of all those items (every choice of a multiple-choice example)
     exact: bool  # counted from the tokenized data, or rough from the registry
+
+
+def training_jobs(exp: Experiment) -> list[dict]:
+    """Every training job of the curve, the ablations and the sample-efficiency study, once each, as the plan
+    prices it: its rule, part, values (variant, k, draw; fine-tuning also target, seed, percent), tasks,
+    settings, runtime and GPUs."""
+    res = exp.config["resources"]
+    pre, fine = res["prefinetune"], res["finetune"]
+    jobs = []
+    for variant in exp.variants:
+        for k, draw in exp.models():
+            jobs.append({"rule": "prefinetune", "part": "curve" if variant == MAIN else "ablations", "label": f"k={k}",
+                         "variant": variant, "k": k, "draw": draw, "tasks": exp.subset(k, draw),
+                         "settings": exp.prefinetune_settings(variant), "percent": 100, "runtime": pre["runtime"],
+                         "gpus": max(1, pre["gpus"]) * pre["nodes"]})
+    runs = [*exp.curve_runs(MAIN), *(r for v in exp.variants[1:] for r in exp.curve_runs(v)), *exp.efficiency_runs()]
+    for run in dict.fromkeys(runs):  # the k = 0 baseline and the 100 % runs of main targets are shared: once each
+        study = run.percent is not None
+        jobs.append({"rule": ("finetune_fraction" if study else "finetune") + ("_baseline" if run.k == 0 else ""),
+                     "part": "sample_efficiency" if study else "curve" if run.variant == MAIN else "ablations",
+                     "label": run.target, **asdict(run), "percent": run.percent or 100, "tasks": [run.target],
+                     "settings": exp.finetune_settings(run.target), "runtime": fine["runtime"],
+                     "gpus": max(1, fine["gpus"])})
+    return jobs
+
+
+def write_bill(jobs: list[dict], tasks: dict, tokenized: dict[str, str], model_dir: str, throughput: dict,
+               max_length: int, doc_stride: int, summary_path: str, jobs_path: str) -> str:
+    """Price ``jobs`` (with their ``output``), write the summary and the per-job table, return the printed bill.
+    Task sizes are exact where ``tokenized`` data exists, else rough from the registry (``tasks``); the model's
+    parameters come from ``model_dir`` once it exists, else from the config (``throughput["model_params"]``)."""
+    sizes = {name: exact_size(path) if Path(path).exists() else rough_size(name, tasks[name], max_length, doc_stride)
+             for name, path in tokenized.items()}
+    params = model_parameters(model_dir) if Path(model_dir).exists() else throughput["model_params"]
+    if not params:
+        raise ConfigError(f"plan.model_params: needed until the model is in {model_dir} (run the download_model "
+                          "rule, or give the model's parameter count)")
+    rate, basis = tokens_per_second(throughput, params)
+    rows = estimate(jobs, sizes, rate)
+    summary = summarize(rows)
+    write_text(summary_path, tsv(summary))
+    write_text(jobs_path, tsv(rows))
+    return bill(summary, over_runtime(rows), basis)
 
 
 def rough_size(name: str, task: dict, max_length: int, doc_stride: int) -> TaskSize:

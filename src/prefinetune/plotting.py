@@ -17,12 +17,12 @@ import matplotlib
 matplotlib.use("Agg")  # headless: cluster jobs have no display
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-import numpy as np  # noqa: E402
-
-from .analysis import curve_series, describe, efficiency_summary, standardised_mean, summarize  # noqa: E402
+from .analysis import (curve_series, describe, efficiency_summary, read_scaling, standardised_mean,  # noqa: E402
+                       summarize, write_table)
 from .bootstrap import by_k, grid, interval, resample  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
@@ -281,8 +281,6 @@ def plot_comparison(tables: dict[str, pd.DataFrame], pdf_path, png_path, title: 
 def write_comparison(variants: list[str], tables: list, criticals: list, table_path, pdf_path, png_path,
                      title: str, n_boot: int, level: float) -> None:
     """The ablations step: every variant's critical-point rows in one table (main first), and the figure."""
-    from .analysis import read_scaling, write_table
-
     write_table(pd.concat([pd.read_csv(p) for p in criticals], ignore_index=True), table_path)
     scaling = {v: read_scaling(p) for v, p in zip(variants, tables)}
     plot_comparison(scaling, pdf_path, png_path, title, n_boot, level)

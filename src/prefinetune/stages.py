@@ -5,7 +5,8 @@ from __future__ import annotations
 from . import checkpoint, distributed
 from .config import DEFAULT_TRAIN, finetune_steps
 from .data import fraction, label_map, load_tokenized
-from .families import family
+from .evaluation import evaluate
+from .families import head_name
 from .heads import MultiTaskModel, saved_heads
 from .io import write_json
 from .tasks import Task
@@ -57,16 +58,18 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     if pad_id is None:
         raise ValueError(f"{encoder_dir}/config.json has no pad_token_id")
     model = MultiTaskModel(encoder, [target], settings["dropout"], settings["loss_scaling"], settings["label_smoothing"])
-    carried = settings["carry_heads"] and target.name in saved_heads(encoder_dir).get(target.head, {}).get("tasks", [])
+    head = head_name(target)
+    carried = settings["carry_heads"] and target.name in saved_heads(encoder_dir).get(head, {}).get("tasks", [])
     if carried:
-        model.load_heads(encoder_dir, [target.head])
+        model.load_heads(encoder_dir, [head])
     steps = finetune_steps(settings, len(train_ds))
     summary = train(model, {target.name: train_ds}, settings, steps, pad_id, log_tsv, desc=f"fine-tune {target.name}",
                     checkpoint_dir=checkpoint_dir)
     metrics = evaluate(model, target, tokenized, pad_id, settings, summary["precision"], encoder_dir)
     result = {**meta, "target": target.name, "family": target.family, "seed": seed, "percent": percent,
               "metric": target.metric, "value": metrics[target.metric], "metrics": metrics,
-              "head": "pre-finetuned" if carried else "new" if target.head in model.heads else "the model's own", "train_examples": len(train_ds),
+              "head": "pre-finetuned" if carried else "new" if head in model.heads else "the model's own",
+              "train_examples": len(train_ds),
               "steps": summary["steps"], "precision": summary["precision"], "attention": summary["attention"]}
     if label_map(tokenized) is not None:  # which raw label each class index stands for
         result["label_map"] = label_map(tokenized)
@@ -75,9 +78,3 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
         checkpoint.remove(checkpoint_dir)
     return result
 
-
-def evaluate(model: MultiTaskModel, target: Task, tokenized: str, pad_id: int, settings: dict,
-             precision: str = "fp32", model_dir: str | None = None) -> dict:
-    """Every metric of the target's type on its validation split, as its family computes them, run at the
-    training's (resolved) ``precision``; ``model_dir`` has the tokenizer (to decode generated text)."""
-    return family(target).evaluate(model, target, tokenized, pad_id, settings, precision, model_dir)

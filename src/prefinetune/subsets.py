@@ -9,6 +9,9 @@ under ``held_out`` they are removed from the pool.
 from __future__ import annotations
 
 import numpy as np
+import yaml
+
+from .io import write_text
 
 PROTOCOLS = ("targets_in_pool", "held_out")
 
@@ -32,10 +35,6 @@ def subset(order: list[str], k: int) -> list[str]:
 
 def write_order(path, draw: int, order: list[str], protocol: str, seed: int) -> None:
     """A human-readable record of one draw: the order tasks enter, and how it was made."""
-    import yaml
-
-    from .io import write_text
-
     header = (f"# Draw {draw}: the pre-finetuning subset of size k is the first k tasks below.\n"
               f"# protocol: {protocol} (targets_in_pool puts the targets first), seed: {seed}\n")
     write_text(path, header + yaml.safe_dump({"draw": draw, "protocol": protocol, "seed": seed, "order": order},

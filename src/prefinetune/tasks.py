@@ -1,19 +1,23 @@
-"""The task registry: one YAML entry per dataset, read into :class:`Task` records.
+"""The task registry: one YAML entry per dataset, read into plain :class:`Task` records.
 
 An entry says where the data comes from (``source``), what kind of task it is, which columns hold the
 text and the label, how many labels there are, the metric reported for it and which splits to use.
-Adding a dataset to the experiment is adding one entry (see README, "Adding a dataset").
+Adding a dataset to the experiment is adding one entry (docs/datasets.md).
 
-Four task types in three families, as in Muppet (summarization comes with generation models):
+Five task types in four families, as in Muppet (summarization comes with generation models):
   classification, regression   sentence or sentence pair; a head of its own per dataset
   multiple_choice              (context, choice) pairs, softmax over the choices; one head shared by all
   span                         (question, passage) windows, start/end over tokens; one head shared by all
+  summarization                a document and its summary; the model's own decoder and LM head
+
+This module reads and checks what the registry's schema can say; each task's family
+(``prefinetune.families``, the layer above) checks the fields only it reads (``families.load_registry``).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
@@ -21,69 +25,67 @@ import yaml
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
+# The registry's task types and the family each belongs to (prefinetune.families: one module per family).
+TYPES = {"classification": "classification", "regression": "classification", "multiple_choice": "multiple_choice",
+         "span": "span", "summarization": "summarization"}
+
 
 class ConfigError(ValueError):
     """A mistake in a user-edited file (config, registry, data). Its message is one line naming the field."""
 
 
-
-
-LATER_FIELDS = ("generation", "max_target_length")
-
-
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class Task:
     name: str
-    type: str  # one of families.TYPES
+    type: str  # one of TYPES
     text: tuple[str, ...]  # sentence (pair); multiple_choice: the context column(s); span: (question, passage)
-    label: str  # label column; multiple_choice: the answer; span: the answers
-    num_labels: int  # classes; 1 for regression; multiple_choice: the most choices a row has; span: 0 (unused)
-    metric: str
-    source: dict = field(hash=False, compare=False)
+    label: str  # label column; multiple_choice: the answer; span: the answers; summarization: the summary
+    num_labels: int  # classes; 1 for regression; multiple_choice: the most choices a row has; span, summarization: 0
+    metric: str = ""  # the headline metric (read by evaluation only)
+    source: dict = field(default_factory=dict, hash=False, compare=False)
     splits: dict = field(default_factory=lambda: {"train": "train", "validation": "validation"}, hash=False, compare=False)
-    note: str = field(default="", repr=False)  # not in the repr, which Snakemake compares as a param: no result
+    note: str = ""  # free text: no job reads it
     choices: tuple[str, ...] = ()  # multiple_choice: one list column (dotted path allowed) or one column per choice
     label_map: dict | None = field(default=None, hash=False, compare=False)  # raw label value -> index
     answer_format: str = "squad"  # span: "squad" ({text, answer_start}) or "mrqa" (detected_answers)
-    size: dict | None = field(default=None, repr=False, compare=False)  # rough sizes for the cost plan (plan.py)
+    size: dict | None = field(default=None, compare=False)  # rough sizes for the cost plan (plan.py)
     generation: dict | None = None  # summarization: beam-search settings (num_beams, min_length, max_length, ...)
     max_target_length: int | None = None  # summarization: summary tokens kept (the config's max_target_length)
 
-    def __repr__(self) -> str:
-        """As a dataclass's, but fields added for one family (summarization's) are shown only when set: the repr
-        is a Snakemake param, and a new field must not rerun every finished job of the other families."""
-        shown = [f for f in fields(self) if f.repr and not (f.name in LATER_FIELDS and getattr(self, f.name) is None)]
-        return f"Task({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
-
     @property
     def family(self) -> str:
-        from .families import family
-
-        return family(self).name
-
-    @property
-    def head(self) -> str:
-        """Name of the head this task trains: its own, or the one shared by its type."""
-        from .families import family
-
-        return self.type if family(self).shared_head else self.name
-
-    @property
-    def loss_scale(self) -> float:
-        """Muppet's per-example loss multiplier 1 / log(n): a uniform prediction then has loss 1 on every task.
-
-        Regression has no output space to normalise by and is left unscaled. For multiple choice and span
-        extraction n varies per example (its number of choices, its window's number of tokens); the model
-        scales those per example with :func:`log_scale`, and this is the value for ``num_labels`` choices.
-        """
-        if self.type in ("regression", "span"):
-            return 1.0
-        return log_scale(self.num_labels)
+        return TYPES[self.type]
 
 
-def log_scale(n):
-    """1 / log(n) for a number (or a tensor) of possible outputs n >= 2."""
-    return 1.0 / (math.log(n) if isinstance(n, (int, float)) else n.log())
+# What a job reads of its tasks, so exactly what its params hold (see params): the download step reads the data
+# fields; tokenization also the summary length; training and evaluation every field but the note and the plan's size.
+DATA_FIELDS = ("name", "type", "text", "label", "num_labels", "source", "splits", "choices", "label_map",
+               "answer_format")
+TOKENIZE_FIELDS = (*DATA_FIELDS, "max_target_length")
+NOT_READ = ("note", "size")
+
+
+def params(task: Task, fields: tuple[str, ...] | None = None) -> dict:
+    """The task as a Snakemake param: plain data, keys sorted, fields that are None left out (so that a field
+    added for one family reruns no job of the others). ``fields``: what the job reads (default: all it can)."""
+    names = fields or [f.name for f in dataclasses.fields(Task) if f.name not in NOT_READ]
+    values = {name: getattr(task, name) for name in names}
+    return plain({name: value for name, value in values.items() if value is not None})
+
+
+def from_params(values: dict) -> Task:
+    """The Task of a job's params (fields left out keep their defaults)."""
+    tuples = {key: tuple(values[key]) for key in ("text", "choices") if key in values}
+    return Task(**{**values, **tuples})
+
+
+def plain(value):
+    """Nested dicts with sorted keys and lists for tuples: a stable form of a param (its repr is compared)."""
+    if isinstance(value, dict):
+        return {key: plain(value[key]) for key in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
 
 
 def schema_error_message(error: jsonschema.ValidationError, where) -> str:
@@ -158,8 +160,9 @@ def read_yaml(path: str | Path):
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
 
 
-def load_registry(path: str | Path) -> dict[str, Task]:
-    """Read and validate a registry file; returns tasks by name."""
+def read_registry(path: str | Path) -> dict[str, Task]:
+    """Read a registry file and check it against its schema; returns tasks by name. Each task's family checks
+    the rest (``families.load_registry``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"registry file not found: {path}")
@@ -167,8 +170,10 @@ def load_registry(path: str | Path) -> dict[str, Task]:
     validate_with_schema(raw, "registry.schema.yaml", str(path))
     tasks = {}
     for name, entry in raw.items():
+        if entry["type"] not in TYPES:
+            raise ConfigError(f"{path}: {name}.type: '{entry['type']}' is not one of {list(TYPES)}")
         choices = entry.get("choices", ())
-        task = Task(
+        tasks[name] = Task(
             name=name,
             type=entry["type"],
             text=tuple(entry["text"]),
@@ -184,32 +189,4 @@ def load_registry(path: str | Path) -> dict[str, Task]:
             size=entry.get("size"),
             generation=entry.get("generation"),
         )
-        _check_entry(task, f"{path}: {name}")
-        tasks[name] = task
     return tasks
-
-
-def _check_entry(task: Task, where: str) -> None:
-    """What the schema cannot say: the type, the fields its family reads, and their counts."""
-    from .families import FAMILIES, TYPES, family
-
-    def fail(field, message):
-        raise ConfigError(f"{where}.{field}: {message}")
-
-    kind = task.type
-    if kind not in TYPES:
-        fail("type", f"'{kind}' is not one of {list(TYPES)}")
-    if task.name in [k for k, f in FAMILIES.items() if f.shared_head]:
-        raise ConfigError(f"{where}: the name '{task.name}' is reserved for the head shared by all {task.name} tasks")
-    fam = family(task)
-    fam.check_entry(task, fail)
-    if fam.reads_choices != bool(task.choices):
-        fail("choices", "required for multiple_choice tasks and only for them")
-    if task.label_map is not None:
-        if kind not in fam.label_maps:
-            fail("label_map", f"only classification and multiple_choice labels can be mapped, not {kind}")
-        bad = sorted({str(v) for v in task.label_map.values() if not 0 <= v < task.num_labels})
-        if bad:
-            fail("label_map", f"values {bad} out of range 0..{task.num_labels - 1}")
-    if task.metric not in fam.metrics[kind]:
-        fail("metric", f"'{task.metric}' is not a {kind} metric {fam.metrics[kind]}")

@@ -25,11 +25,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint, distributed
-from .batching import Prefetcher, collate as collate_arrays, group_by_length, task_arrays, to_device
+from .batching import Prefetcher, collate, group_by_length, task_arrays, to_device
 from .heads import MultiTaskModel
 from .io import atomic_path, write_json
 from .sampling import MultiTaskSampler
-from .tasks import Task
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -70,13 +69,6 @@ def load_encoder(model_dir: str | Path):
 
 def attention_of(model: MultiTaskModel) -> str:
     return str(getattr(model.encoder.config, "_attn_implementation", None) or "eager")
-
-
-def collate(data: dict, batch: list[tuple[str, int]], pad_id: int, device: torch.device):
-    """Rows of a (task, index) batch of tokenized datasets (or :class:`batching.TaskArrays`), grouped by task
-    into :class:`Segment`s, padded to the longest row, on ``device``. See :func:`batching.collate`."""
-    arrays = task_arrays({t: data[t] for t in dict.fromkeys(t for t, _ in batch)})
-    return to_device(collate_arrays(arrays, batch, pad_id), device)
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
@@ -159,7 +151,7 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
         """The update's micro-batches as drawn, and this rank's collated shard of each (grouped by length)."""
         batches = [sampler.batch((step - 1) * accum + micro) for micro in range(accum)]
         micros = group_by_length(batches, arrays) if regroup else batches
-        return batches, [collate_arrays(arrays, distributed.shard(m, rank, world), pad_id) for m in micros]
+        return batches, [collate(arrays, distributed.shard(m, rank, world), pad_id) for m in micros]
 
     def save_checkpoint(step: int, sampler_state: dict) -> None:
         rngs = distributed.gather(checkpoint.rng_state())  # every rank takes part, rank 0 writes
@@ -208,27 +200,6 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
             "processes": world, "hosts": sorted(set(distributed.gather(socket.gethostname()))), "resumed_after": done,
             "device": device.type, "precision": precision, "attention": attention_of(model),
             "compiled": settings["compile"]}
-
-
-def eval_batches(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int):
-    """Moves the model to the device, in eval mode (no dropout), and yields a whole split's consecutive batches
-    as model inputs on that device, in order."""
-    device = pick_device()
-    model.to(device).eval()
-    arrays = task_arrays({task.name: ds}, {task.name: task})
-    for lo in range(0, len(ds), batch_size):
-        batch = [(task.name, i) for i in range(lo, min(lo + batch_size, len(ds)))]
-        yield to_device(collate_arrays(arrays, batch, pad_id), device)
-
-
-@torch.no_grad()
-def predict(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int, precision: str = "fp32"):
-    """Yields (inputs on the device, the task's outputs) for consecutive batches of a whole split, in order:
-    what the task's family turns into predictions (``Family.evaluate``). ``precision`` as in training (resolved)."""
-    for inputs in eval_batches(model, ds, task, pad_id, batch_size):
-        with autocast(precision, pick_device()):
-            _, out = model(**inputs)
-        yield inputs, out[task.name]
 
 
 def seed_everything(seed: int) -> None:

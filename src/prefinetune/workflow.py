@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import traceback
 from pathlib import Path
+
+from .tasks import ConfigError
 
 
 def checkpoint_dir(output: str) -> str:
     """checkpoints/<the output's folder>: outside the outputs, which Snakemake deletes when a job fails."""
     return str(Path("checkpoints") / Path(output).parent)
-
-from .tasks import ConfigError
 
 
 @contextlib.contextmanager
@@ -28,7 +29,5 @@ def logging_to(path: str):
             print(f"Error: {error}", file=log)
             raise SystemExit(f"Error: {error}") from None
         except BaseException:
-            import traceback
-
             traceback.print_exc(file=log)
             raise

@@ -13,35 +13,14 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
 
 from ..checks import map_label, origin
 from ..metrics import classification_metrics, regression_metrics
 from ..tasks import ConfigError, Task
-from .base import Family
+from .base import Data, Family, Model, Scorer
 
 
-class ClassificationHead(nn.Module):
-    """RoBERTa's sentence head: dense + tanh on the first token, dropout, projection to the labels."""
-
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float):
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
-        self.dropout = nn.Dropout(dropout)
-        self.out_proj = nn.Linear(hidden_size, num_labels)
-
-    def forward(self, cls: torch.Tensor) -> torch.Tensor:
-        x = torch.tanh(self.dense(self.dropout(cls)))
-        return self.out_proj(self.dropout(x))
-
-
-class Classification(Family):
-    name = "classification"
-    types = ("classification", "regression")
-    metrics = {"classification": ("accuracy", "f1", "matthews"), "regression": ("pearson", "spearman")}
+class ClassificationData(Data):
     label_maps = ("classification",)
 
     def check_entry(self, task, fail):
@@ -75,39 +54,35 @@ class Classification(Family):
 
         return encode
 
+
+class ClassificationModel(Model):
     def make_head(self, task, hidden_size, dropout):
+        from .layers import ClassificationHead
+
         return ClassificationHead(hidden_size, task.num_labels, dropout)
 
     def outputs(self, task, head, states, seg):
         return head(states.pooled[seg.start:seg.end])
 
     def losses(self, task, outputs, labels, mask=None, smoothing=0.0):
+        from .layers import cross_entropy, squared_error
+
         if task.type == "regression":  # no output space to normalise by: unscaled
-            return F.mse_loss(outputs.squeeze(-1), labels.float(), reduction="none"), None
-        loss = F.cross_entropy(outputs.float(), labels.long(), reduction="none")
-        return loss, torch.isfinite(outputs).sum(-1).float()
+            return squared_error(outputs.squeeze(-1), labels), None
+        return cross_entropy(outputs, labels), outputs.isfinite().sum(-1).float()
 
-    def evaluate(self, model, task, tokenized, pad_id, settings, precision, model_dir=None):
-        outputs, labels = collect(model, task, tokenized, pad_id, settings, precision)
-        return self.compute_metrics(task.type, np.concatenate(outputs), np.concatenate(labels))
 
-    def compute_metrics(self, task_type, predictions, labels):
+class ClassificationScorer(Scorer):
+    metrics = {"classification": ("accuracy", "f1", "matthews"), "regression": ("pearson", "spearman")}
+
+    @classmethod
+    def compute(cls, task_type, predictions, labels):
         if task_type == "regression":
             return regression_metrics(predictions, labels)
         return classification_metrics(predictions, labels)
 
 
-def collect(model, task: Task, tokenized: str, pad_id: int, settings: dict, precision: str):
-    """The model's outputs and the labels of every batch of the validation split, as numpy arrays."""
-    from ..data import load_tokenized
-    from ..training import predict
-
-    outputs, labels = [], []
-    for inputs, out in predict(model, load_tokenized(tokenized, "validation"), task, pad_id,
-                               settings["eval_batch_size"], precision):
-        outputs.append(out.float().cpu().numpy())
-        labels.append(inputs["segments"][0].labels.cpu().numpy())
-    return outputs, labels
+FAMILY = Family("classification", ClassificationData(), ClassificationModel(), ClassificationScorer)
 
 
 def check_labels(ds, task: Task, where: str, file: Path | None = None) -> None:

@@ -11,21 +11,15 @@ by 1 / log(choices).
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from ..checks import check_not_null, check_text, map_label
 from ..metrics import choice_accuracy
+from ..spans import clip
 from ..tasks import ConfigError, Task
-from .base import Family
-from .classification import ClassificationHead, collect
+from .base import Data, Family, Model, Scorer
 
 
-class MultipleChoice(Family):
-    name = "multiple_choice"
-    types = ("multiple_choice",)
-    metrics = {"multiple_choice": ("accuracy",)}
-    shared_head = True
+class MultipleChoiceData(Data):
     label_maps = ("multiple_choice",)
     reads_choices = True
 
@@ -44,8 +38,6 @@ class MultipleChoice(Family):
                       remove_columns=ds.column_names, desc="choices")
 
     def encoder(self, task, tokenizer, lengths):
-        from ..spans import clip
-
         max_length = lengths["max_length"]
         room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - 1  # >= 1 passage token stays
 
@@ -62,30 +54,44 @@ class MultipleChoice(Family):
     def read_labels(self, table):
         return table.column("label").to_numpy().astype(np.int64)
 
+
+class MultipleChoiceModel(Model):
+    shared_head = True
+
     def make_head(self, task, hidden_size, dropout):
+        from .layers import ClassificationHead
+
         return ClassificationHead(hidden_size, 1, dropout)
 
     def outputs(self, task, head, states, seg):
         return choice_scores(head(states.pooled[seg.start:seg.end]).squeeze(-1), seg.choice_counts)
 
     def losses(self, task, outputs, labels, mask=None, smoothing=0.0):
-        loss = F.cross_entropy(outputs.float(), labels.long(), reduction="none")
-        return loss, torch.isfinite(outputs).sum(-1).float()
+        from .layers import cross_entropy
 
-    def evaluate(self, model, task, tokenized, pad_id, settings, precision, model_dir=None):
-        outputs, labels = collect(model, task, tokenized, pad_id, settings, precision)
-        width = max(o.shape[1] for o in outputs)  # batches may differ in their most choices: pad to the widest
-        outputs = [np.pad(o, ((0, 0), (0, width - o.shape[1])), constant_values=-np.inf) for o in outputs]
-        return self.compute_metrics(task.type, np.concatenate(outputs), np.concatenate(labels))
+        return cross_entropy(outputs, labels), outputs.isfinite().sum(-1).float()
 
-    def compute_metrics(self, task_type, predictions, labels):
+
+class MultipleChoiceScorer(Scorer):
+    metrics = {"multiple_choice": ("accuracy",)}
+
+    def result(self):
+        width = max(o.shape[1] for o in self.outputs)  # batches may differ in their most choices: pad to the widest
+        outputs = [np.pad(o, ((0, 0), (0, width - o.shape[1])), constant_values=-np.inf) for o in self.outputs]
+        return self.compute(self.task.type, np.concatenate(outputs), np.concatenate(self.labels))
+
+    @classmethod
+    def compute(cls, task_type, predictions, labels):
         return choice_accuracy(predictions, labels)
 
 
-def choice_scores(scores: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    """Flat per-choice scores -> (examples, most choices), -inf where an example has fewer choices."""
+FAMILY = Family("multiple_choice", MultipleChoiceData(), MultipleChoiceModel(), MultipleChoiceScorer)
+
+
+def choice_scores(scores, counts: list[int]):
+    """Flat per-choice scores (a tensor) -> (examples, most choices), -inf where an example has fewer choices."""
     out = scores.new_full((len(counts), max(counts)), float("-inf"))
-    for j, chunk in enumerate(torch.split(scores, counts)):
+    for j, chunk in enumerate(scores.split(counts)):
         out[j, : len(chunk)] = chunk
     return out
 

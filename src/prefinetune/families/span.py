@@ -12,35 +12,17 @@ example's windows back to the passage's text and scores it like SQuAD's script (
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
 
 from ..checks import check_not_null
 from ..metrics import normalize_answer, span_metrics
+from ..spans import best_answers, windows
 from ..tasks import ConfigError, Task
-from .base import Family
+from .base import Data, Family, Model, Scorer
 
 
-class SpanHead(nn.Module):
-    """BERT's SQuAD head: one linear layer giving a start and an end logit per token."""
-
-    def __init__(self, hidden_size: int, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.qa_outputs = nn.Linear(hidden_size, 2)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.qa_outputs(self.dropout(hidden))  # (rows, tokens, 2)
-
-
-class Span(Family):
-    name = "span"
-    types = ("span",)
-    metrics = {"span": ("exact_match", "f1")}
-    shared_head = True
+class SpanData(Data):
     with_indices = True
-    keeps_examples = True  # evaluation maps predicted windows back to these passages and gold answers
+    keeps_examples = True  # scoring maps predicted windows back to these passages and gold answers
 
     def check_entry(self, task, fail):
         if task.num_labels:
@@ -58,48 +40,55 @@ class Span(Family):
         return ds
 
     def encoder(self, task, tokenizer, lengths):
-        from ..spans import windows
-
         return windows(tokenizer, lengths["max_length"], lengths["doc_stride"])
 
     def read_labels(self, table):  # (examples, 2): start and end token of each window
         return np.stack([table.column(c).to_numpy() for c in ("start_positions", "end_positions")], 1).astype(np.int64)
 
+
+class SpanModel(Model):
+    shared_head = True
+
     def make_head(self, task, hidden_size, dropout):
+        from .layers import SpanHead
+
         return SpanHead(hidden_size, dropout)
 
     def outputs(self, task, head, states, seg):
         return head(states.hidden[seg.start:seg.end])
 
     def losses(self, task, outputs, labels, mask=None, smoothing=0.0):
+        from .layers import cross_entropy
+
         mask = mask.bool()
         logits = outputs.float().masked_fill(~mask.unsqueeze(-1), float("-inf"))
-        labels = labels.long()
-        loss = (F.cross_entropy(logits[..., 0], labels[:, 0], reduction="none")
-                + F.cross_entropy(logits[..., 1], labels[:, 1], reduction="none")) / 2
+        loss = (cross_entropy(logits[..., 0], labels[:, 0]) + cross_entropy(logits[..., 1], labels[:, 1])) / 2
         return loss, mask.sum(-1).float()
 
-    def evaluate(self, model, task, tokenized, pad_id, settings, precision, model_dir=None):
-        from ..data import load_tokenized
-        from ..spans import best_answers
-        from ..training import predict
 
-        validation = load_tokenized(tokenized, "validation")
-        starts, ends = [], []
-        for inputs, out in predict(model, validation, task, pad_id, settings["eval_batch_size"], precision):
-            out = out.float().cpu().numpy()  # per window, trimmed to its tokens
-            for o, n in zip(out, inputs["attention_mask"].sum(-1).tolist()):
-                starts.append(o[:n, 0])
-                ends.append(o[:n, 1])
-        examples = load_tokenized(tokenized, "validation_examples")
-        golds = [a["text"] for a in examples["answers"]]
+class SpanScorer(Scorer):
+    """Each window's start and end logits over its tokens; the best span of each example over its windows, mapped
+    back to the passage's text, scored against the gold answers."""
+
+    metrics = {"span": ("exact_match", "f1")}
+
+    def add(self, outputs, labels, lengths):
+        self.outputs.extend(o[:n] for o, n in zip(outputs, lengths))  # per window, trimmed to its tokens
+
+    def result(self):
+        golds = [a["text"] for a in self.examples["answers"]]
         allow_null = any(not g for g in golds)  # a dataset with unanswerable questions (SQuAD v2 style)
-        predictions = best_answers(starts, ends, validation["offsets"], validation["example"], examples["context"],
-                                   settings["max_answer_tokens"], allow_null)
-        return self.compute_metrics("span", predictions, golds)
+        predictions = best_answers([o[:, 0] for o in self.outputs], [o[:, 1] for o in self.outputs],
+                                   self.validation["offsets"], self.validation["example"], self.examples["context"],
+                                   self.settings["max_answer_tokens"], allow_null)
+        return self.compute("span", predictions, golds)
 
-    def compute_metrics(self, task_type, predictions, labels):
+    @classmethod
+    def compute(cls, task_type, predictions, labels):
         return span_metrics(predictions, labels)
+
+
+FAMILY = Family("span", SpanData(), SpanModel(), SpanScorer)
 
 
 def span_row(row: dict, task: Task, where: str) -> dict:

@@ -2,15 +2,15 @@
 
 Layout: ``document`` and ``summary`` (str, the summary not empty). Tokenized as the document's ids (truncated
 to max_length) and the summary's ids as ``labels`` (truncated to the config's max_target_length, which the
-experiment sets on every summarization task). Training is teacher
-forcing: the decoder reads the summary shifted right (``heads.MultiTaskModel``), in the same encoder-decoder
-pass as the other families' rows. The loss is the label-smoothed cross-entropy of each summary token (PyTorch's
-``label_smoothing``, ``label_smoothing`` in the config), averaged over the summary's tokens, and scaled by
-1 / log(vocabulary size): a uniform prediction costs 1, as on every other task. Evaluation generates with beam
-search (the registry's ``generation`` settings of the dataset) and scores ROUGE-1/2/L with Google's
-``rouge-score`` and Porter stemming (as BART did); ROUGE-Lsum on the texts split into sentences (one per line,
-at the newlines the data has and after ., ! and ?). The metrics also report the lead baseline, the first three
-sentences of each document (``lead_*``).
+experiment sets on every summarization task). Training is teacher forcing: the decoder reads the summary
+shifted right (``heads.MultiTaskModel``), in the same encoder-decoder pass as the other families' rows. The
+loss is the label-smoothed cross-entropy of each summary token (PyTorch's ``label_smoothing``,
+``label_smoothing`` in the config), averaged over the summary's tokens, and scaled by 1 / log(vocabulary size):
+a uniform prediction costs 1, as on every other task. The evaluation driver (``evaluation.py``) generates with
+beam search (the registry's ``generation`` settings of the dataset); the scorer computes ROUGE-1/2/L with
+Google's ``rouge-score`` and Porter stemming (as BART did), and ROUGE-Lsum on the texts split into sentences
+(one per line, at the newlines the data has and after ., ! and ?). The metrics also report the lead baseline,
+the first three sentences of each document (``lead_*``).
 """
 
 from __future__ import annotations
@@ -18,25 +18,19 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
+from ..batch import IGNORE_INDEX
 from ..checks import check_text
-from ..tasks import ConfigError, Task
-from .base import IGNORE_INDEX, Family
+from ..metrics import rouge
+from ..tasks import ConfigError
+from .base import Data, Family, Model, Scorer
 
 ROUGE = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 LEAD_SENTENCES = 3  # the lead baseline: LEAD-3, the standard news baseline
 
 
-class Summarization(Family):
-    name = "summarization"
-    types = ("summarization",)
-    metrics = {"summarization": ROUGE}
-    shared_head = True  # nothing is added: every summarization task trains the model's own LM head
-    keeps_examples = True  # evaluation scores the generated text against these summaries
-    teacher_forced = True
-    needs_seq2seq = True
+class SummarizationData(Data):
+    keeps_examples = True  # scoring compares the generated text with these summaries
 
     def check_entry(self, task, fail):
         if task.num_labels:
@@ -77,7 +71,13 @@ class Summarization(Family):
         out = np.full((len(rows), max(map(len, rows))), IGNORE_INDEX, dtype=np.int64)
         for r, ids in enumerate(rows):
             out[r, : len(ids)] = ids
-        return torch.from_numpy(out)
+        return out
+
+
+class SummarizationModel(Model):
+    shared_head = True  # nothing is added: every summarization task trains the model's own LM head
+    teacher_forced = True
+    needs_seq2seq = True
 
     def make_head(self, task, hidden_size, dropout):
         return None
@@ -88,46 +88,36 @@ class Summarization(Family):
         return states.lm_logits(states.decoder[seg.start:seg.end, :width])
 
     def losses(self, task, outputs, labels, mask=None, smoothing=0.0):
-        logits = outputs[:, : labels.shape[1]].float()
-        tokens = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none",
-                                 label_smoothing=smoothing)
+        from .layers import cross_entropy
+
+        logits = outputs[:, : labels.shape[1]]
+        tokens = cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, label_smoothing=smoothing)
         counted = (labels != IGNORE_INDEX).sum(-1)
         loss = tokens.sum(-1) / counted.clamp(min=1)
-        return loss, torch.full_like(loss, outputs.shape[-1])
+        return loss, loss.new_full(loss.shape, outputs.shape[-1])
 
-    def evaluate(self, model, task, tokenized, pad_id, settings, precision, model_dir=None):
-        from transformers import AutoTokenizer
 
-        from ..data import load_tokenized
+class SummarizationScorer(Scorer):
+    """The generated summaries against the references; also the lead baseline (``lead_*``) of the documents."""
 
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        validation = load_tokenized(tokenized, "validation")
-        generation = {"max_length": task.max_target_length, **(task.generation or {})}
-        predicted = [tokenizer.decode(ids, skip_special_tokens=True).strip()
-                     for ids in generate(model, validation, task, pad_id, settings["eval_batch_size"], precision,
-                                         generation)]
-        examples = load_tokenized(tokenized, "validation_examples")
-        metrics = self.compute_metrics(task.type, predicted, examples["summary"])
-        lead = self.compute_metrics(task.type, [lead_text(d) for d in examples["document"]], examples["summary"])
+    metrics = {"summarization": ROUGE}
+    generates = True
+
+    def add(self, outputs, labels, lengths):
+        self.outputs.extend(outputs)  # generated texts
+
+    def result(self):
+        references, documents = self.examples["summary"], self.examples["document"]
+        metrics = self.compute(self.task.type, self.outputs, references)
+        lead = self.compute(self.task.type, [lead_text(d) for d in documents], references)
         return {**metrics, **{f"lead_{name}": value for name, value in lead.items()}}
 
-    def compute_metrics(self, task_type, predictions, labels):
-        from ..metrics import rouge
-
+    @classmethod
+    def compute(cls, task_type, predictions, labels):
         return rouge(predictions, labels, [sentences(p) for p in predictions], [sentences(g) for g in labels])
 
 
-@torch.no_grad()
-def generate(model, ds, task: Task, pad_id: int, batch_size: int, precision: str, settings: dict):
-    """Yields the generated ids of every example of a split, in order: beam search as ``settings`` say
-    (``transformers``' generate: num_beams, min_length, max_length, length_penalty, no_repeat_ngram_size)."""
-    from ..training import autocast, eval_batches, pick_device
-
-    for inputs in eval_batches(model, ds, task, pad_id, batch_size):
-        with autocast(precision, pick_device()):
-            out = model.encoder.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                         early_stopping=True, **settings)
-        yield from out.tolist()
+FAMILY = Family("summarization", SummarizationData(), SummarizationModel(), SummarizationScorer)
 
 
 def sentences(text: str) -> str:

@@ -59,7 +59,7 @@ def test_coverage_of_the_k_c_interval_is_close_to_nominal():
     The 90 % interval should hold 16 in about 27 of them. Tolerance: at least 24 (a binomial(30, 0.9) count is
     below 24 with probability 2.6 %), and intervals narrower than 4 tasks on average, so that intervals made
     wide enough to always cover fail. Resampling seeds within draws on top of the draws makes the intervals a
-    little conservative (80 such studies: 97.5 % coverage; README, "The study's answer")."""
+    little conservative (80 such studies: 97.5 % coverage; docs/results.md)."""
     hits, widths = 0, []
     for i in range(30):
         row = analyse_curve(curve(seed=100 + i), n_boot=200, level=0.9, rng=np.random.default_rng(i))

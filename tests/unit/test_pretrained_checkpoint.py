@@ -12,9 +12,9 @@ from transformers import AutoModel, AutoTokenizer
 from prefinetune import stages
 from prefinetune.config import DEFAULT_TRAIN
 from prefinetune.data import download, load_tokenized, tokenize
+from prefinetune.families import load_registry
 from prefinetune.heads import HEADS_INDEX, HEADS_WEIGHTS
 from prefinetune.models import fetch
-from prefinetune.tasks import load_registry
 
 MAX_LENGTH = 32
 

@@ -34,11 +34,7 @@ SETTINGS = {**DEFAULT_TRAIN, "batch_size": 16, "seed": 0, "temperature": 1.0, "c
             "carry_heads": False}
 
 
-@pytest.fixture(autouse=True)
-def isolated_hf(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+pytestmark = pytest.mark.usefixtures("isolated_hf")
 
 
 # -- fixtures in the layout of real datasets ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ import yaml
 from transformers import AutoModelForSeq2SeqLM
 
 from prefinetune.analysis import COLUMNS
-from prefinetune.tasks import load_registry
+from prefinetune.families import load_registry
 from workflow_helpers import REPO, load_config, make_workdir, snakemake
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,10 @@ import pytest
 import torch
 from transformers import AutoModel, RobertaConfig, RobertaModel
 
+from prefinetune.batch import Segment
+from prefinetune.families import family, head_name
 from prefinetune.families.multiple_choice import choice_scores
-from prefinetune.heads import HEADS_INDEX, HEADS_WEIGHTS, MultiTaskModel, Segment, example_losses
+from prefinetune.heads import HEADS_INDEX, HEADS_WEIGHTS, MultiTaskModel, example_losses, log_scale
 from prefinetune.tasks import Task
 
 
@@ -51,11 +53,17 @@ def unlabelled(segments):
 
 
 # -- loss scale ----------------------------------------------------------------------------------------------
+def loss_scale(task, outputs, labels):
+    """The multiplier of a task's per-example loss: 1 / log(n), n as its family counts the outputs; 1 unscaled."""
+    _, n = family(task).model.losses(task, outputs, labels)
+    return 1.0 if n is None else float(log_scale(n)[0])
+
+
 def test_loss_scale():
-    assert BIN.loss_scale == pytest.approx(1 / math.log(2))
-    assert TRI.loss_scale == pytest.approx(1 / math.log(3))
-    assert FIVE.loss_scale == pytest.approx(1 / math.log(5))
-    assert REG.loss_scale == 1.0
+    assert loss_scale(BIN, torch.zeros(1, 2), torch.tensor([0])) == pytest.approx(1 / math.log(2))
+    assert loss_scale(TRI, torch.zeros(1, 3), torch.tensor([0])) == pytest.approx(1 / math.log(3))
+    assert loss_scale(FIVE, torch.zeros(1, 5), torch.tensor([0])) == pytest.approx(1 / math.log(5))
+    assert loss_scale(REG, torch.zeros(1, 1), torch.tensor([0.5])) == 1.0
 
 
 @pytest.mark.parametrize("task", [BIN, TRI, FIVE], ids=lambda t: t.name)
@@ -328,7 +336,7 @@ def test_shared_head_saved_once_with_its_tasks(tmp_path):
     assert index["multiple_choice"] == {"type": "multiple_choice", "tasks": ["mc2", "mc5"]}
     assert index["span"]["tasks"] == ["sq", "nq"]
     target = MultiTaskModel(tiny_encoder(seed=3), [MC5])
-    target.load_heads(tmp_path, [MC5.head])
+    target.load_heads(tmp_path, [head_name(MC5)])
     assert torch.equal(target.heads["multiple_choice"].dense.weight, model.heads["multiple_choice"].dense.weight)
 
 

@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from prefinetune import checkpoint, launch
 from prefinetune.config import DEFAULT_TRAIN
 from prefinetune.data import download, tokenize
+from prefinetune.families import load_registry
 from prefinetune.models import fetch, texts_of
-from prefinetune.tasks import load_registry
 from workflow_helpers import model_weights, without_dropout
 
 MAX_LENGTH = 32
@@ -171,7 +171,7 @@ def test_stopped_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, in
 FINETUNE = """
 import json, sys
 from prefinetune.stages import finetune
-from prefinetune.tasks import load_registry
+from prefinetune.families import load_registry
 run, root, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 target = load_registry(root + "/tasks.yaml")["score"]
 finetune(target, root + "/tok/score", root + "/model", settings, 1, run + "/metrics.json", run + "/train_log.tsv",

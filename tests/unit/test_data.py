@@ -11,19 +11,15 @@ import yaml
 from transformers import AutoTokenizer
 
 from prefinetune.data import download, load_tokenized, tokenize
+from prefinetune.families import load_registry
 from prefinetune.models import fetch
 from prefinetune.synthetic import generate_split
-from prefinetune.tasks import ConfigError, load_registry
+from prefinetune.tasks import ConfigError
 
 MAX_LENGTH = 64
 
 
-@pytest.fixture(autouse=True)
-def isolated_hf(tmp_path, monkeypatch):
-    """Keep datasets' cache inside the test's folder, and never touch the network."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+pytestmark = pytest.mark.usefixtures("isolated_hf")
 
 
 def frame(seed, split_index, size, pair=False, num_labels=2, text_names=None, label_name="label"):

@@ -13,8 +13,8 @@ import yaml
 from prefinetune import plan
 from prefinetune.config import DEFAULT_TRAIN, finetune_steps
 from prefinetune.data import download, load_tokenized, tokenize
+from prefinetune.families import load_registry
 from prefinetune.models import fetch, texts_of
-from prefinetune.tasks import load_registry
 from prefinetune.training import load_encoder
 from workflow_helpers import REPO
 
