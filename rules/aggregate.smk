@@ -32,8 +32,8 @@ rule aggregate:
 
 rule analyse:
     input:
-        table="{root}/scaling.csv",
-        orders=expand("results/subsets/draw{draw}.yaml", draw=EXP.draws),
+        table=rules.aggregate.output[0],
+        orders=expand(rules.subsets.output[0], draw=EXP.draws),
     output:
         critical=report("{root}/critical_point.csv", caption="../report/critical_point.rst",
                         category="Scaling curve", labels={"variant": "{root}", "figure": "critical point"}),
@@ -52,8 +52,8 @@ rule analyse:
 
 rule plot:
     input:
-        "{root}/scaling.csv",
-        critical="{root}/critical_point.csv",
+        rules.aggregate.output[0],
+        critical=rules.analyse.output.critical,
     output:
         pdf="{root}/scaling_curve.pdf",
         png=report("{root}/scaling_curve.png", caption="../report/scaling_curve.rst", category="Scaling curve",
@@ -72,7 +72,7 @@ rule plot:
 
 rule plot_transfer:
     input:
-        "{root}/transfer.csv",
+        rules.analyse.output.transfer,
     output:
         pdf="{root}/transfer.pdf",
         png=report("{root}/transfer.png", caption="../report/transfer.rst", category="Transfer",
@@ -110,13 +110,13 @@ rule plot_losses:
 
 rule compare_ablations:
     input:
-        tables=expand("{root}/scaling.csv", root=[variant_root(v) for v in EXP.variants]),
-        critical=expand("{root}/critical_point.csv", root=[variant_root(v) for v in EXP.variants]),
+        tables=expand(rules.aggregate.output[0], root=[variant_root(v) for v in EXP.variants]),
+        critical=expand(rules.analyse.output.critical, root=[variant_root(v) for v in EXP.variants]),
     output:
-        table=report(f"{ABLATION_ROOT}/comparison.csv", caption="../report/ablation_comparison.rst",
+        table=report(f"{ABLATIONS}/comparison.csv", caption="../report/ablation_comparison.rst",
                      category="Ablations", labels={"figure": "critical points"}),
-        pdf=f"{ABLATION_ROOT}/comparison.pdf",
-        png=report(f"{ABLATION_ROOT}/comparison.png", caption="../report/ablation_comparison.rst",
+        pdf=f"{ABLATIONS}/comparison.pdf",
+        png=report(f"{ABLATIONS}/comparison.png", caption="../report/ablation_comparison.rst",
                    category="Ablations", labels={"figure": "comparison"}),
     params:
         variants=EXP.variants,
@@ -124,8 +124,8 @@ rule compare_ablations:
     conda:
         "../envs/prefinetune.yaml"
     log:
-        f"logs/{ABLATION_ROOT}/comparison.log",
+        f"logs/{ABLATIONS}/comparison.log",
     benchmark:
-        f"benchmarks/{ABLATION_ROOT}/comparison.tsv"
+        f"benchmarks/{ABLATIONS}/comparison.tsv"
     script:
         "../workflow_scripts/compare_ablations.py"

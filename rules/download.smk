@@ -9,9 +9,9 @@ localrules:
 
 rule download_dataset:
     output:
-        directory("resources/datasets/{task}"),
+        directory(DATASET),
     params:
-        task=task_entry,
+        task=download_params,
     conda:
         "../envs/prefinetune.yaml"
     log:
@@ -26,9 +26,9 @@ rule download_model:
     input:
         texts=model_build_texts,
     output:
-        directory(f"resources/models/{MODEL}"),
+        directory(MODEL_DIR),
     params:
-        model=EXP.config["model"],
+        model=registry.plain(EXP.config["model"]),
     conda:
         "../envs/prefinetune.yaml"
     log:

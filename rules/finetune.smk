@@ -10,10 +10,10 @@ rule finetune:
         encoder=finetune_encoder,
         data=target_tokenized,
     output:
-        metrics="{root}/finetune/k{k}/draw{draw}/{target}/seed{seed}/metrics.json",
-        log_tsv="{root}/finetune/k{k}/draw{draw}/{target}/seed{seed}/train_log.tsv",
+        metrics=f"{FINETUNED}/metrics.json",
+        log_tsv=f"{FINETUNED}/train_log.tsv",
     params:
-        target=target_entry,
+        target=target_params,
         settings=finetune_settings,
         meta=finetune_meta,
         percent=train_percent,
@@ -21,9 +21,9 @@ rule finetune:
     conda:
         "../envs/prefinetune.yaml"
     log:
-        "logs/{root}/finetune/k{k}/draw{draw}/{target}/seed{seed}.log",
+        log(FINETUNED),
     benchmark:
-        "benchmarks/{root}/finetune/k{k}/draw{draw}/{target}/seed{seed}.tsv"
+        benchmark(FINETUNED)
     threads: RES["finetune"]["threads"]
     resources:
         runtime=RES["finetune"]["runtime"],
@@ -35,9 +35,9 @@ rule finetune:
 
 use rule finetune as finetune_baseline with:
     output:
-        metrics="results/finetune/k0/{target}/seed{seed}/metrics.json",
-        log_tsv="results/finetune/k0/{target}/seed{seed}/train_log.tsv",
+        metrics=f"{BASELINE}/metrics.json",
+        log_tsv=f"{BASELINE}/train_log.tsv",
     log:
-        "logs/results/finetune/k0/{target}/seed{seed}.log",
+        log(BASELINE),
     benchmark:
-        "benchmarks/results/finetune/k0/{target}/seed{seed}.tsv"
+        benchmark(BASELINE)

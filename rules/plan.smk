@@ -18,9 +18,9 @@ rule cost_plan:
     params:
         jobs=plan_jobs(),
         tasks=plan_tasks(),
-        tokenized={t: tokenized(t) for t in EXP.used_tasks},
-        model=model_dir(),
-        throughput=EXP.config["plan"],
+        tokenized={t: TOKENIZED.format(task=t) for t in EXP.used_tasks},
+        model=MODEL_DIR,
+        throughput=registry.plain(EXP.config["plan"]),
         max_length=EXP.config["max_length"],
         doc_stride=EXP.config["doc_stride"],
     conda:

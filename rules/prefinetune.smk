@@ -8,19 +8,18 @@ rule prefinetune:
     input:
         unpack(prefinetune_inputs),
     output:
-        model=directory("{root}/prefinetune/k{k}/draw{draw}/model"),
-        log_tsv="{root}/prefinetune/k{k}/draw{draw}/train_log.tsv",
+        model=directory(f"{PREFINETUNED}/model"),
+        log_tsv=f"{PREFINETUNED}/train_log.tsv",
     params:
-        tasks=subset_tasks,
+        tasks=subset_params,
         settings=prefinetune_settings,
-        model=MODEL,
-        checkpoints="checkpoints/{root}/prefinetune/k{k}/draw{draw}",
+        checkpoints=f"checkpoints/{PREFINETUNED}",
     conda:
         "../envs/prefinetune.yaml"
     log:
-        "logs/{root}/prefinetune/k{k}/draw{draw}.log",
+        log(PREFINETUNED),
     benchmark:
-        "benchmarks/{root}/prefinetune/k{k}/draw{draw}.tsv"
+        benchmark(PREFINETUNED)
     threads: RES["prefinetune"]["threads"]
     resources:
         runtime=RES["prefinetune"]["runtime"],

@@ -5,22 +5,22 @@
 
 use rule finetune as finetune_fraction with:
     output:
-        metrics=f"{EFFICIENCY}/k{{k}}/draw{{draw}}/{{target}}/pct{{pct}}/seed{{seed}}/metrics.json",
-        log_tsv=f"{EFFICIENCY}/k{{k}}/draw{{draw}}/{{target}}/pct{{pct}}/seed{{seed}}/train_log.tsv",
+        metrics=f"{FRACTION}/metrics.json",
+        log_tsv=f"{FRACTION}/train_log.tsv",
     log:
-        f"logs/{EFFICIENCY}/k{{k}}/draw{{draw}}/{{target}}/pct{{pct}}/seed{{seed}}.log",
+        log(FRACTION),
     benchmark:
-        f"benchmarks/{EFFICIENCY}/k{{k}}/draw{{draw}}/{{target}}/pct{{pct}}/seed{{seed}}.tsv"
+        benchmark(FRACTION)
 
 
 use rule finetune as finetune_fraction_baseline with:
     output:
-        metrics=f"{EFFICIENCY}/k0/{{target}}/pct{{pct}}/seed{{seed}}/metrics.json",
-        log_tsv=f"{EFFICIENCY}/k0/{{target}}/pct{{pct}}/seed{{seed}}/train_log.tsv",
+        metrics=f"{FRACTION_BASELINE}/metrics.json",
+        log_tsv=f"{FRACTION_BASELINE}/train_log.tsv",
     log:
-        f"logs/{EFFICIENCY}/k0/{{target}}/pct{{pct}}/seed{{seed}}.log",
+        log(FRACTION_BASELINE),
     benchmark:
-        f"benchmarks/{EFFICIENCY}/k0/{{target}}/pct{{pct}}/seed{{seed}}.tsv"
+        benchmark(FRACTION_BASELINE)
 
 
 localrules:
@@ -48,7 +48,7 @@ rule aggregate_efficiency:
 
 rule plot_efficiency:
     input:
-        f"{EFFICIENCY}/sample_efficiency.csv",
+        rules.aggregate_efficiency.output[0],
     output:
         pdf=f"{EFFICIENCY}/sample_efficiency.pdf",
         png=report(f"{EFFICIENCY}/sample_efficiency.png", caption="../report/sample_efficiency.rst",

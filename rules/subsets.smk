@@ -7,9 +7,9 @@ localrules:
 
 rule subsets:
     output:
-        report("results/subsets/draw{draw}.yaml", caption="../report/subsets.rst", category="Task subsets"),
+        report(SUBSETS, caption="../report/subsets.rst", category="Task subsets"),
     params:
-        order=draw_order,
+        order=lambda wildcards: EXP.order(int(wildcards.draw)),
         protocol=EXP.config["protocol"],
         seed=EXP.config["seed"],
     conda:

@@ -3,12 +3,12 @@
 
 rule tokenize:
     input:
-        data="resources/datasets/{task}",
-        model=model_dir(),
+        data=rules.download_dataset.output[0],
+        model=rules.download_model.output[0],
     output:
-        directory(f"results/tokenized/{MODEL}/{{task}}"),
+        directory(TOKENIZED),
     params:
-        task=task_entry,
+        task=tokenize_params,
         max_length=EXP.config["max_length"],
         doc_stride=EXP.config["doc_stride"],
     conda:
