@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -19,6 +23,22 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.Compl
     """``snakemake -s <repo>/Snakefile --directory <workdir> ARGS``; never raises on failure."""
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def stop_at_first_checkpoint(workdir: Path, args, state: Path, job: str, jitter: float, poll: float) -> None:
+    """Run Snakemake with ``args``; once the job's checkpoint ``state`` exists (plus a random 0..``jitter`` s),
+    send SIGTERM to every process of the run, as Slurm does. Asserts the run failed after saving a checkpoint."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "1", *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    while not state.exists():  # the first periodic checkpoint
+        assert proc.poll() is None, "the job ended before its first checkpoint"
+        time.sleep(poll)
+    time.sleep(random.uniform(0.0, jitter))
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    job_log = (workdir / "logs" / f"{job}.log").read_text()
+    assert "stop signal (SIGTERM): saved a checkpoint" in job_log, job_log[-2000:]
 
 
 def job_counts(output: str) -> dict[str, int]:

@@ -8,16 +8,18 @@ from pathlib import Path
 import torch
 
 from prefinetune import launch
-from prefinetune.config import run_options
+from prefinetune.config import report_to, run_options
 from prefinetune.stages import prefinetune
 from prefinetune.tasks import from_params
-from prefinetune.workflow import logging_to
+from prefinetune.workflow import live_dir, logging_to
 
 tasks = [from_params(t) for t in snakemake.params.tasks]
-settings = {**snakemake.params.settings, **run_options(snakemake.config, "prefinetune")}
+settings = {**snakemake.params.settings, **run_options(snakemake.config, "prefinetune"),
+                "report_to": report_to(snakemake.config)}
 args = dict(tasks=tasks, tokenized=dict(zip([t.name for t in tasks], snakemake.input.data)),
             base_model=snakemake.input.base, settings=settings, out_dir=snakemake.output.model,
-            log_tsv=snakemake.output.log_tsv, checkpoint_dir=snakemake.params.checkpoints)
+            log_tsv=snakemake.output.log_tsv, checkpoint_dir=snakemake.params.checkpoints,
+            live_dir=live_dir(snakemake.output.log_tsv))
 nodes = int(snakemake.resources.get("nodes", 1))
 gpus = int(snakemake.resources.get("gpu", 0)) if nodes == 1 else launch.gres_gpus(snakemake.resources.get("gres", ""))
 processes = max(gpus, 1)  # per node

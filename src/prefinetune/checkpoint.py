@@ -6,9 +6,11 @@ optimizer, scheduler, sampler counters, the update number, the log rows and runn
 CUDA, numpy and Python RNG states of every rank. So a resumed run on the CPU ends with exactly the weights
 and log of an uninterrupted one.
 
-A checkpoint carries a fingerprint of the run (settings, steps, task sizes, number of processes); one made
-by a different run is ignored, never resumed from. The directory lies outside Snakemake's outputs, because
-Snakemake deletes the outputs of a failed job; the stage removes it once the final model is written.
+A checkpoint carries a fingerprint of the run: its settings, steps, task sizes, number of processes, and the
+identity of what it read (a content hash of its encoder's folder and of each tokenized dataset). One made by a
+different run, or from other inputs (say, a pre-finetuned model rebuilt since), is ignored, never resumed from:
+the job starts over and its log says why. The directory lies outside Snakemake's outputs, because Snakemake
+deletes the outputs of a failed job; the stage removes it once the final model is written.
 """
 
 from __future__ import annotations
@@ -28,13 +30,35 @@ from .io import atomic_path
 STATE = "state.pt"
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM, also for SIGUSR1: "stopped early, checkpoint saved, run me again"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # Slurm: time limit / preemption, and --signal advance warning
-NOT_FINGERPRINTED = ("checkpoint_every", "log_every", "eval_batch_size")  # run options: they do not change the result
+NOT_FINGERPRINTED = ("checkpoint_every", "log_every", "eval_batch_size", "report_to")  # run options: no result changes
 
 
-def fingerprint(settings: dict, steps: int, sizes: dict[str, int], world: int) -> str:
+def fingerprint(settings: dict, steps: int, sizes: dict[str, int], world: int, inputs: dict | None = None) -> dict:
+    """What a checkpoint must match to be resumed: the run's settings (not its run options), steps, task sizes,
+    process count, and ``inputs``, the identity of what it read (e.g. {"encoder": digest, "data": {...}})."""
     kept = {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED}
-    return json.dumps({"settings": kept, "steps": steps, "sizes": sizes, "processes": world}, sort_keys=True,
-                      default=str)
+    return json.loads(json.dumps({"settings": kept, "steps": steps, "sizes": sizes, "processes": world,
+                                  "inputs": inputs or {}}, sort_keys=True, default=str))
+
+
+def differences(saved, expected: dict) -> str:
+    """Why a saved fingerprint does not match: the parts that differ, in words."""
+    if not isinstance(saved, dict):
+        return "it was made by an earlier version of this code"
+    names = {"settings": "settings", "steps": "the number of updates", "sizes": "the task sizes",
+             "processes": "the number of processes", "inputs": "the inputs"}
+    parts = []
+    for key, name in names.items():
+        old, new = saved.get(key), expected.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+            parts.append(f"{name} differ ({', '.join(changed)})" if key != "inputs" else
+                         f"its {' and '.join(changed)} changed since (rebuilt or replaced)")
+        else:
+            parts.append(f"{name} differ ({old} then, {new} now)")
+    return "; ".join(parts)
 
 
 def rng_state() -> dict:
@@ -50,7 +74,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(directory: str | Path, stamp: str, rngs: list[dict], **state) -> None:
+def save(directory: str | Path, stamp: dict, rngs: list[dict], **state) -> None:
     """Write ``state`` atomically: plain values as they are, objects with ``state_dict()`` through it."""
     payload = {name: value.state_dict() if hasattr(value, "state_dict") else value for name, value in state.items()}
     with atomic_path(Path(directory) / STATE) as tmp:
@@ -64,14 +88,15 @@ def restore(saved: dict, rank: int, **objects) -> None:
     set_rng_state(saved["rng"][rank])
 
 
-def load(directory: str | Path, expected_fingerprint: str) -> dict | None:
-    """The checkpoint in ``directory`` if there is one from this very run, else None."""
+def load(directory: str | Path, expected_fingerprint: dict) -> dict | None:
+    """The checkpoint in ``directory`` if there is one from this very run, else None (saying why)."""
     path = Path(directory) / STATE
     if not path.is_file():
         return None
     payload = torch.load(path, map_location="cpu", weights_only=False)  # our own file: RNG states are not tensors
     if payload.get("fingerprint") != expected_fingerprint:
-        print(f"ignoring checkpoint {path}: it was made with other settings", file=sys.stderr)
+        why = differences(payload.get("fingerprint"), expected_fingerprint)
+        print(f"ignoring checkpoint {path}, starting over: {why}", file=sys.stderr)
         return None
     return payload
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .families import family, load_registry
+from .monitor import DEFAULT_REPORT_TO
 from .subsets import subset, task_order
 from .tasks import ConfigError, Task, read_yaml, validate_with_schema
 
@@ -267,7 +268,7 @@ class Experiment:
         merged = {**DEFAULT_TRAIN, **self.config["prefinetune"]}
         if variant != MAIN:
             merged.update(self.config["ablations"][variant])
-        reads = [*PREFINETUNE_READS, *self.generation_reads(self.config["pool"])]
+        reads = [*PREFINETUNE_READS, *BUDGET_READS[merged["budget"]], *self.generation_reads(self.config["pool"])]
         return {**{k: merged[k] for k in reads if k in merged}, "max_length": self.config["max_length"]}
 
     def finetune_settings(self, target: str) -> dict:
@@ -283,6 +284,16 @@ class Experiment:
         return list(GENERATION_READS) if any(family(self.tasks[n]).model.teacher_forced for n in names) else []
 
 
+def prefinetune_steps(settings: dict, items: int) -> int:
+    """Updates of a pre-finetuning run (its budget per k), ``items`` the training items of its subset (examples;
+    span: windows): ``updates``, ``max_steps`` whatever k; ``passes``, that many passes over the subset, at most
+    ``max_steps``; ``convergence``, at most ``max_steps``, stopping once the validation loss stops improving."""
+    if settings["budget"] != "passes":
+        return settings["max_steps"]
+    steps = math.ceil(settings["passes"] * items / (settings["batch_size"] * settings.get("grad_accum", 1)))
+    return min(steps, settings["max_steps"])
+
+
 def finetune_steps(settings: dict, examples: int) -> int:
     """Updates of a fine-tuning run: ``epochs`` passes over ``examples`` (span: windows), capped by ``max_steps``."""
     steps = math.ceil(settings["epochs"] * examples / (settings["batch_size"] * settings.get("grad_accum", 1)))
@@ -295,6 +306,11 @@ def run_options(config: dict, stage: str) -> dict:
     changing them reruns nothing. Ablations use the prefinetune section's."""
     section = config.get(stage) or {}
     return {k: section.get(k, DEFAULT_TRAIN[k]) for k in RUN_OPTIONS}
+
+
+def report_to(config: dict) -> list[str]:
+    """Where a training job writes its live metrics (config ``report_to``): read by the job, never a param."""
+    return list(config.get("report_to", DEFAULT_REPORT_TO))
 
 
 def _check_model_source(model, where) -> None:
@@ -334,6 +350,11 @@ DEFAULT_TRAIN = {
     "compile": False,
     "group_by_length": True,
     "label_smoothing": 0.1,
+    "budget": "updates",
+    "passes": 1.0,
+    "eval_every": 500,
+    "patience": 3,
+    "eval_examples": 256,
 }
 
 # What each stage's training reads, so exactly the params of its jobs: changing one reruns the job. Left out:
@@ -342,7 +363,9 @@ DEFAULT_TRAIN = {
 # for pre-finetuning the fine-tuning keys.
 PRECISION_READS = ("precision", "tf32", "compile", "group_by_length")  # how the arithmetic is done: both stages
 PREFINETUNE_READS = ("max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio", "weight_decay", "max_grad_norm",
-                     "dropout", "batches", "loss_scaling", "temperature", "cap", "seed", *PRECISION_READS)
+                     "dropout", "batches", "loss_scaling", "temperature", "cap", "seed", "budget", *PRECISION_READS)
+# Pre-finetuning's budget per k (prefinetune_steps): the settings each choice reads besides max_steps.
+BUDGET_READS = {"updates": (), "passes": ("passes",), "convergence": ("eval_every", "patience", "eval_examples")}
 FINETUNE_READS = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "warmup_ratio", "weight_decay",
                   "max_grad_norm", "dropout", "loss_scaling", "max_answer_tokens", "carry_heads", *PRECISION_READS)
 RUN_OPTIONS = ("log_every", "checkpoint_every", "eval_batch_size")

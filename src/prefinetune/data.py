@@ -206,9 +206,8 @@ def tokenize(task: Task, raw_dir: str | Path, tokenizer_dir: str | Path, out_dir
     """Tokenize both splits with the model's tokenizer, as the task's family encodes them (see the module
     docstring for what is kept). Each split's ``info.description`` is the family's name."""
     from datasets import DatasetDict, load_from_disk
-    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = fast_tokenizer(tokenizer_dir)
     data = load_from_disk(str(raw_dir))
     fam = family(task)
     encode = fam.data.encoder(task, tokenizer, {"max_length": max_length, "doc_stride": doc_stride})
@@ -223,6 +222,18 @@ def tokenize(task: Task, raw_dir: str | Path, tokenizer_dir: str | Path, out_dir
         DatasetDict(out).save_to_disk(str(tmp))
         if (Path(raw_dir) / LABEL_MAP).is_file():  # fine-tuning writes it into metrics.json
             (tmp / LABEL_MAP).write_text((Path(raw_dir) / LABEL_MAP).read_text())
+
+
+def fast_tokenizer(model_dir: str | Path):
+    """The model's tokenizer from its tokenizer.json, without importing torch (``AutoTokenizer``'s module does, a
+    few seconds per job); a model saved without one falls back to ``AutoTokenizer``."""
+    if (Path(model_dir) / "tokenizer.json").is_file():
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(model_dir))
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir))
 
 
 def label_map(dataset_dir: str | Path) -> dict | None:

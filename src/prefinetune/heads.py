@@ -14,15 +14,14 @@ summarization the summary (teacher forcing), all in the same pass:
 Each family's model part (``prefinetune.families``) makes its head, applies it to its rows and computes its loss.
 
 Each example's loss is multiplied by 1 / log(n), n its number of possible outputs (classes, choices, the
-window's tokens, or the vocabulary), so that a uniform prediction costs 1 on every task; regression is
-unscaled. The batch loss is the mean over examples (an example is a sentence (pair), a question with its
+window's tokens, or the vocabulary), so that a uniform prediction costs 1 on every task; a regression loss is
+divided by the variance of the training labels, so that predicting their mean costs 1 too. The batch loss is the mean over examples (an example is a sentence (pair), a question with its
 choices, a passage window, or a document with its summary).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -36,21 +35,18 @@ HEADS_WEIGHTS = "heads.safetensors"
 HEADS_INDEX = "heads.json"
 
 
-def log_scale(n):
-    """1 / log(n) for a number (or a tensor) of possible outputs n >= 2."""
-    return 1.0 / (math.log(n) if isinstance(n, (int, float)) else n.log())
-
-
 def example_losses(task: Task, outputs, labels: torch.Tensor, scale: bool, mask: torch.Tensor | None = None,
-                   smoothing: float = 0.0):
-    """Per-example loss of one task (its family's), scaled by 1 / log(n) when ``scale`` (Muppet).
+                   smoothing: float = 0.0, label_cost: float | None = None):
+    """Per-example loss of one task (its family's), divided by the cost of an uninformed prediction when ``scale``
+    (Muppet's 1 / log(n); regression: 1 / ``label_cost``, the variance of the training labels), so that such a
+    prediction costs 1 on every task.
 
     ``outputs``: logits (classification), values (regression), padded choice scores (multiple choice),
     (rows, tokens, 2) start/end logits (span, with ``mask`` the rows' attention mask), or (rows, tokens,
     vocabulary) logits (summarization, label-smoothed by ``smoothing``).
     """
-    loss, n = family(task).model.losses(task, outputs, labels, mask, smoothing)
-    return loss * log_scale(n) if scale and n is not None else loss
+    loss, cost = family(task).model.losses(task, outputs, labels, mask, smoothing, label_cost)
+    return loss / cost if scale and cost is not None else loss
 
 
 class MultiTaskModel(nn.Module):
@@ -72,11 +68,14 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict({name: head for name, head in heads.items() if head is not None})
         self.loss_scaling = loss_scaling
         self.label_smoothing = label_smoothing
+        self.label_costs: dict[str, float] = {}  # regression: the training labels' variance (set by training)
+        self.task_losses: dict[str, tuple] = {}
 
     def forward(self, input_ids, attention_mask, segments: list[Segment]):
-        """Returns (mean scaled loss over the examples, or None without labels; outputs per task)."""
+        """Returns (mean scaled loss over the examples, or None without labels; outputs per task). Also keeps
+        ``task_losses``: each task's summed (scaled, detached) loss and examples in this pass, for the live log."""
         states = self.states(input_ids, attention_mask, segments)
-        outputs, losses = {}, []
+        outputs, losses, self.task_losses = {}, [], {}
         for seg in segments:
             task = self.tasks[seg.task]
             head = self.heads[head_name(task)] if head_name(task) in self.heads else None
@@ -84,7 +83,9 @@ class MultiTaskModel(nn.Module):
             outputs[seg.task] = out
             if seg.labels is not None:
                 mask = attention_mask[seg.start:seg.end]
-                losses.append(example_losses(task, out, seg.labels, self.loss_scaling, mask, self.label_smoothing))
+                losses.append(example_losses(task, out, seg.labels, self.loss_scaling, mask, self.label_smoothing,
+                                             self.label_costs.get(seg.task)))
+                self.task_losses[seg.task] = (losses[-1].detach().sum(), len(losses[-1]))
         loss = torch.cat(losses).mean() if losses else None
         return loss, outputs
 

@@ -7,6 +7,7 @@ lab sharing a project directory can read each other's datasets and models.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -57,3 +58,18 @@ def write_json(path: str | os.PathLike, obj) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def digest(path: str | os.PathLike) -> str:
+    """A content hash of a file or folder (every file's relative path and bytes, in a fixed order): the identity
+    of what a job read, so that a checkpoint is never resumed on other inputs."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    h = hashlib.blake2b(digest_size=16)
+    for file in files:
+        h.update(str(file.relative_to(root) if root.is_dir() else file.name).encode() + b"\0")
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()

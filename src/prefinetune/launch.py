@@ -25,9 +25,10 @@ from .tasks import Task, from_params, params
 
 
 def write_job(path: str | Path, tasks: list[Task], tokenized: dict[str, str], base_model: str, settings: dict,
-              out_dir: str, log_tsv: str, checkpoint_dir: str | None) -> None:
+              out_dir: str, log_tsv: str, checkpoint_dir: str | None, live_dir: str | None = None) -> None:
     job = {"tasks": [params(t) for t in tasks], "tokenized": tokenized, "base_model": base_model,
-           "settings": settings, "out_dir": out_dir, "log_tsv": log_tsv, "checkpoint_dir": checkpoint_dir}
+           "settings": settings, "out_dir": out_dir, "log_tsv": log_tsv, "checkpoint_dir": checkpoint_dir,
+           "live_dir": live_dir}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(job, indent=2) + "\n")
 

@@ -5,8 +5,10 @@ Run as ``snakemake plan`` (rules/plan.smk). :func:`training_jobs` lists the jobs
 (``exact``), and otherwise reads the registry's ``size`` (``rough``: examples from the dataset cards, a
 guessed mean length per row). A job is exact only if all its tasks are.
 
-- Pre-finetuning draws ``max_steps x batch_size x grad_accum`` items (examples; span: passage windows) from
-  the subset, mixed as the sampler mixes them, so its tokens are the items times the mixture's mean tokens.
+- Pre-finetuning draws ``updates x batch_size x grad_accum`` items (examples; span: passage windows) from the
+  subset, mixed as the sampler mixes them, so its tokens are the items times the mixture's mean tokens. Its
+  updates follow its budget: max_steps, passes over the subset, or at most max_steps until convergence (whose
+  validation losses add a third of their tokens). The bill prices the three budgets side by side.
 - Fine-tuning takes ``epochs`` passes over the target's items (capped by ``max_steps``), in whole updates.
 - GPU-hours are tokens / throughput: a measured ``plan.tokens_per_s`` per GPU (real tokens, as
   bench/throughput.py prints it), or the FLOPs rule ``6 x params x tokens`` at ``plan.mfu`` of the GPU's peak.
@@ -20,7 +22,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import MAIN, Experiment, finetune_steps
+from .config import DEFAULT_TRAIN, MAIN, Experiment, finetune_steps, prefinetune_steps
 from .io import write_text
 from .sampling import mixing_probabilities
 from .tasks import ConfigError
@@ -85,7 +87,7 @@ def write_bill(jobs: list[dict], tasks: dict, tokenized: dict[str, str], model_d
     summary = summarize(rows)
     write_text(summary_path, tsv(summary))
     write_text(jobs_path, tsv(rows))
-    return bill(summary, over_runtime(rows), basis)
+    return bill(summary, over_runtime(rows), basis) + "\n".join(budget_lines(jobs, sizes, rate)) + "\n"
 
 
 def rough_size(name: str, task: dict, max_length: int, doc_stride: int) -> TaskSize:
@@ -134,18 +136,51 @@ def tokens_per_second(plan: dict, model_params: int) -> tuple[float, str]:
                   f"/ (6 x {model_params:,} parameters); not measured)")
 
 
+EVAL_COST = 1 / 3  # a forward pass alone: about a third of a training step's FLOPs per token
+
+
 def job_work(job: dict, sizes: dict[str, TaskSize]) -> tuple[int, float]:
-    """Items drawn and real tokens processed by one training job."""
-    s = job["settings"]
+    """Items drawn and real tokens processed by one training job. Pre-finetuning's updates follow its budget
+    (``config.prefinetune_steps``; convergence: at most max_steps), and the validation losses of the convergence
+    budget add a third of their tokens (forward passes only)."""
+    s = {**DEFAULT_TRAIN, **job["settings"]}
     if job["rule"] == "prefinetune":
-        items = s["max_steps"] * s["batch_size"] * s["grad_accum"]
         subset = {t: sizes[t] for t in job["tasks"]}
+        steps = prefinetune_steps(s, sum(z.items for z in subset.values()))
+        items = steps * s["batch_size"] * s["grad_accum"]
         p = mixing_probabilities({t: z.items for t, z in subset.items()}, s["temperature"], s["cap"])
-        return items, items * sum(p[t] * z.tokens / z.items for t, z in subset.items())
+        tokens = items * sum(p[t] * z.tokens / z.items for t, z in subset.items())
+        if s["budget"] == "convergence":
+            held_out = sum(min(s["eval_examples"], z.items) * z.tokens / z.items for z in subset.values())
+            tokens += EVAL_COST * (steps // s["eval_every"] + 1) * held_out
+        return items, tokens
     size = sizes[job["tasks"][0]]
     examples = max(1, round(size.items * job["percent"] / 100))  # a share keeps whole examples (span: windows)
     items = finetune_steps(s, examples) * s["batch_size"] * s.get("grad_accum", 1)
     return items, items * size.tokens / size.items
+
+
+def budget_lines(jobs: list[dict], sizes: dict[str, TaskSize], rate: float) -> list[str]:
+    """The curve's pre-finetuning priced under each budget (updates, passes, convergence: an upper bound), and
+    the passes over its subset that each k makes under the configured one: a fixed number of updates passes a
+    small subset many more times than a large one, so that k is confounded with repetition."""
+    pre = [j for j in jobs if j["rule"] == "prefinetune" and j["part"] == "curve"]
+    if not pre:
+        return []
+    settings = {**DEFAULT_TRAIN, **pre[0]["settings"]}
+    meaning = {"updates": "max_steps updates at every k",
+               "passes": f"{settings['passes']:g} pass(es) over each subset (at most max_steps)",
+               "convergence": "until the validation loss stops improving (at most max_steps: an upper bound)"}
+    lines = ["The curve's pre-finetuning under each budget (prefinetune.budget; * the configured one):"]
+    for choice, what in meaning.items():
+        hours = sum(job_work({**j, "settings": {**j["settings"], "budget": choice}}, sizes)[1] for j in pre) / rate / 3600
+        lines.append(f"  {'*' if choice == settings['budget'] else ' '} {choice:<12} {hours:>10,.2f} GPU-h  {what}")
+    passes: dict[str, list[float]] = {}
+    for j in pre:
+        passes.setdefault(j["label"], []).append(job_work(j, sizes)[0] / sum(sizes[t].items for t in j["tasks"]))
+    lines.append(f"  passes over the subset per k ({settings['budget']}): " +
+                 ", ".join(f"{label} {sum(v) / len(v):.1f}" for label, v in passes.items()))
+    return lines
 
 
 def runtime_hours(runtime: str) -> float:

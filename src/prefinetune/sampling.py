@@ -3,7 +3,8 @@
 Muppet trains on *heterogeneous* batches: one optimizer update mixes examples of many tasks, and datasets
 keep their natural proportions (no up- or down-sampling). With ``temperature`` and ``cap`` the same sampler
 gives the T5/jiant mixing rules, p(task) ∝ min(n, cap) ** (1 / T). ``homogeneous=True`` draws one task per
-batch instead, the ablation the paper found worse.
+update instead (every micro-batch of the update from it), the paper's batch-homogeneous baseline, which it
+found worse.
 
 Within a task, examples are visited in seeded random epochs (a fresh permutation per pass), so a
 single-task sampler is ordinary shuffled fine-tuning. The state is one counter per task, which makes the
@@ -60,12 +61,24 @@ class MultiTaskSampler:
             self.consumed[task] += 1
         return out
 
-    def batch(self, step: int) -> list[tuple[str, int]]:
-        rng = np.random.default_rng([self.seed, 1_000_003, step])
+    def update(self, step: int, micro_batches: int) -> list[list[tuple[str, int]]]:
+        """The micro-batches of optimizer update ``step`` (1-based): heterogeneous, each mixes tasks; homogeneous,
+        all of them from the one task drawn for the update's first micro-batch."""
+        first = (step - 1) * micro_batches
+        task = self._task(first) if self.homogeneous else None
+        return [self.batch(first + micro, task) for micro in range(micro_batches)]
+
+    def _task(self, index: int) -> int:
+        return int(np.random.default_rng([self.seed, 1_000_003, index]).choice(len(self.tasks), p=self.probs))
+
+    def batch(self, index: int, task: int | None = None) -> list[tuple[str, int]]:
+        """Micro-batch ``index`` (0-based, over the run): heterogeneous, its tasks drawn in their proportions;
+        homogeneous, all from one task (``task``, else drawn for this micro-batch)."""
         if self.homogeneous:
-            chosen = np.full(self.batch_size, rng.choice(len(self.tasks), p=self.probs))
+            chosen = np.full(self.batch_size, self._task(index) if task is None else task)
         else:
-            chosen = rng.choice(len(self.tasks), size=self.batch_size, p=self.probs)
+            chosen = np.random.default_rng([self.seed, 1_000_003, index]).choice(len(self.tasks), size=self.batch_size,
+                                                                                   p=self.probs)
         batch = []
         for t_idx in np.unique(chosen):  # group by task: contiguous rows per head
             task = self.tasks[t_idx]

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from . import checkpoint, distributed
-from .config import DEFAULT_TRAIN, finetune_steps
+from .config import DEFAULT_TRAIN, finetune_steps, prefinetune_steps
 from .data import fraction, label_map, load_tokenized
 from .evaluation import evaluate
 from .families import head_name
 from .heads import MultiTaskModel, saved_heads
-from .io import write_json
+from .io import digest, write_json
+from .monitor import DEFAULT_REPORT_TO, record_once
 from .tasks import Task
 from .training import load_encoder, save_model, seed_everything, train
 
 
 def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, settings: dict, out_dir: str,
-                log_tsv: str, checkpoint_dir: str | None = None) -> None:
+                log_tsv: str, checkpoint_dir: str | None = None, live_dir: str | None = None) -> None:
     """Multi-task training of ``base_model`` on ``tasks``; saves encoder, tokenizer and heads to ``out_dir``.
 
     Run by one process, or by each of torchrun's processes (rank 0 writes). With ``checkpoint_dir`` the
-    training resumes from, and saves, checkpoints there; they are deleted once the model is written.
+    training resumes from, and saves, checkpoints there; they are deleted once the model is written. The run's
+    budget (``settings["budget"]``, see :func:`config.prefinetune_steps`) sets its updates; ``convergence``
+    reads the first ``eval_examples`` of each task's validation split for its validation loss. ``live_dir``:
+    the live record (monitor.py).
     """
     from transformers import AutoTokenizer
 
@@ -26,12 +30,18 @@ def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, s
     seed_everything(settings["seed"])
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     data = {t.name: load_tokenized(tokenized[t.name], "train") for t in tasks}
+    validation = None
+    if settings["budget"] == "convergence":
+        held = {t.name: load_tokenized(tokenized[t.name], "validation") for t in tasks}
+        validation = {name: ds.select(range(min(settings["eval_examples"], len(ds)))) for name, ds in held.items()}
+    inputs = {"encoder": digest(base_model), "data": {t.name: digest(tokenized[t.name]) for t in tasks}}
     model = MultiTaskModel(load_encoder(base_model), tasks, settings["dropout"], settings["loss_scaling"],
                            settings["label_smoothing"])
-    summary = train(model, data, settings, settings["max_steps"], tokenizer.pad_token_id, log_tsv,
-                    desc=f"pre-finetune {len(tasks)} tasks", checkpoint_dir=checkpoint_dir)
-    summary.update(tasks=[t.name for t in tasks], settings=settings,
-                   examples={name: len(ds) for name, ds in data.items()})
+    steps = prefinetune_steps(settings, sum(len(ds) for ds in data.values()))
+    summary = train(model, data, settings, steps, tokenizer.pad_token_id, log_tsv, desc=f"pre-finetune {len(tasks)} tasks",
+                    checkpoint_dir=checkpoint_dir, live_dir=live_dir, inputs=inputs, validation=validation)
+    summary.update(tasks=[t.name for t in tasks], settings=settings, inputs=inputs,
+                   examples={name: len(ds) for name, ds in data.items()}, label_costs=model.label_costs)
     if distributed.is_main():
         save_model(model, tokenizer, out_dir, summary)
         if checkpoint_dir is not None:
@@ -40,7 +50,7 @@ def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, s
 
 def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, seed: int, metrics_json: str,
              log_tsv: str, meta: dict, percent: int = 100, fraction_seed: int | None = 0,
-             checkpoint_dir: str | None = None) -> dict:
+             checkpoint_dir: str | None = None, live_dir: str | None = None) -> dict:
     """Fine-tune ``encoder_dir`` on ``target``; evaluate on validation; write metrics.
 
     The head is new, or with ``settings["carry_heads"]`` the pre-finetuned one where the target was in
@@ -48,7 +58,9 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     trains on that share of the training examples, in the order fixed by ``fraction_seed`` (nested across
     percents, see :func:`data.fraction`; unused at 100). The run takes ``epochs`` passes, at most
     ``max_steps`` updates where set. With ``checkpoint_dir`` it resumes from, and saves, checkpoints there, as
-    pre-finetuning does; they are deleted once the metrics are written.
+    pre-finetuning does; they are deleted once the metrics are written. ``metrics.json`` records the encoder
+    that was fine-tuned (its folder and a content hash, which a checkpoint must also match). ``live_dir``: the
+    live record (monitor.py), which also gets the validation metrics.
     """
     settings = {**DEFAULT_TRAIN, **settings, "seed": seed}
     seed_everything(seed)
@@ -63,13 +75,18 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     if carried:
         model.load_heads(encoder_dir, [head])
     steps = finetune_steps(settings, len(train_ds))
+    encoder_id = {"path": str(encoder_dir), "digest": digest(encoder_dir)}
+    inputs = {"encoder": encoder_id["digest"], "data": digest(tokenized)}
     summary = train(model, {target.name: train_ds}, settings, steps, pad_id, log_tsv, desc=f"fine-tune {target.name}",
-                    checkpoint_dir=checkpoint_dir)
+                    checkpoint_dir=checkpoint_dir, live_dir=live_dir, inputs=inputs)
     metrics = evaluate(model, target, tokenized, pad_id, settings, summary["precision"], encoder_dir)
+    if live_dir is not None and distributed.is_main():
+        record_once(live_dir, summary["steps"], {f"validation/{name}": value for name, value in metrics.items()},
+                    settings.get("report_to", DEFAULT_REPORT_TO))
     result = {**meta, "target": target.name, "family": target.family, "seed": seed, "percent": percent,
               "metric": target.metric, "value": metrics[target.metric], "metrics": metrics,
               "head": "pre-finetuned" if carried else "new" if head in model.heads else "the model's own",
-              "train_examples": len(train_ds),
+              "train_examples": len(train_ds), "encoder": encoder_id,
               "steps": summary["steps"], "precision": summary["precision"], "attention": summary["attention"]}
     if label_map(tokenized) is not None:  # which raw label each class index stands for
         result["label_map"] = label_map(tokenized)

@@ -26,8 +26,10 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, distributed
 from .batching import Prefetcher, collate, group_by_length, task_arrays, to_device
+from .families import family
 from .heads import MultiTaskModel
 from .io import atomic_path, write_json
+from .monitor import DEFAULT_REPORT_TO, Monitor
 from .sampling import MultiTaskSampler
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -84,12 +86,14 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
 
 
 def backward_update(model: MultiTaskModel, shards: list[dict], examples: int, device: torch.device,
-                    precision: str = "fp32", scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+                    precision: str = "fp32", scaler: torch.amp.GradScaler | None = None,
+                    task_sums: dict | None = None) -> torch.Tensor:
     """Forward and backward passes over this rank's collated micro-batches of one update, which has
     ``examples`` examples in all (all micro-batches, all ranks); returns this rank's share of the update's mean
     loss. Each micro-batch's loss, the mean over its examples, is weighted by its share of the update's
     examples: the summed gradient is then that of the update's mean loss, however its examples are grouped
-    into micro-batches and shards."""
+    into micro-batches and shards. ``task_sums`` (task -> device tensor [summed loss, examples]) gathers each
+    task's loss for the live log, without a host sync."""
     update_loss = torch.zeros((), device=device)
     for shard in shards:
         inputs = to_device(shard, device)
@@ -98,20 +102,55 @@ def backward_update(model: MultiTaskModel, shards: list[dict], examples: int, de
         weight = sum(s.labels.shape[0] for s in inputs["segments"]) / examples
         (loss * weight if scaler is None else scaler.scale(loss * weight)).backward()
         update_loss += loss.detach().float() * weight  # summed on the device: one host sync per update
+        if task_sums is not None:
+            for task, (total, n) in model.task_losses.items():
+                sums = task_sums.setdefault(task, torch.zeros(2, device=device))
+                sums[0] += total.float()
+                sums[1] += n
     return update_loss
 
 
+@torch.no_grad()
+def validation_loss(model: MultiTaskModel, arrays: dict, pad_id: int, batch_size: int, device: torch.device,
+                    precision: str) -> float:
+    """The mean scaled loss over every example of the held-out slices (all tasks: the multi-task validation loss
+    of the convergence budget), in eval mode; the model is put back into training mode."""
+    model.eval()
+    total, count = 0.0, 0
+    for name, a in arrays.items():
+        for lo in range(0, len(a), batch_size):
+            batch = [(name, i) for i in range(lo, min(lo + batch_size, len(a)))]
+            with autocast(precision, device):
+                loss, _ = model(**to_device(collate(arrays, batch, pad_id), device))
+            total += float(loss) * len(batch)
+            count += len(batch)
+    model.train()
+    return total / count
+
+
+def log_columns(validates: bool) -> list[str]:
+    """train_log.tsv's columns: the validation loss where the budget computes one; seconds always last."""
+    return ["step", "loss", "lr", "tasks_in_update", *(["val_loss"] if validates else []), "seconds"]
+
+
 def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id: int, log_path: str | Path,
-          desc: str = "train", checkpoint_dir: str | Path | None = None) -> dict:
-    """Run ``steps`` optimizer updates; writes a TSV loss log atomically and returns a summary.
+          desc: str = "train", checkpoint_dir: str | Path | None = None, live_dir: str | Path | None = None,
+          inputs: dict | None = None, validation: dict | None = None) -> dict:
+    """Run ``steps`` optimizer updates (fewer when the convergence budget stops early); writes the TSV loss log
+    atomically to ``log_path`` and returns a summary.
 
     Under torchrun, each process trains on its shard of every micro-batch and gradients are summed once per
     update (see :mod:`prefinetune.distributed`); rank 0 alone writes. With ``checkpoint_dir``, the run resumes
-    from a checkpoint an earlier attempt left there, saves one every ``checkpoint_every`` updates, and on
-    SIGTERM or SIGUSR1 saves one at the end of the current update and exits with code 143.
+    from a checkpoint an earlier attempt of the same run left there (``inputs``, the identity of what the job
+    read, is part of its fingerprint), saves one every ``checkpoint_every`` updates, and on SIGTERM or SIGUSR1
+    saves one at the end of the current update and exits with code 143. ``live_dir``: where the live record goes
+    as training runs (``monitor.py``). ``validation`` (task -> tokenized validation slice): with
+    ``budget: convergence`` the multi-task validation loss is computed every ``eval_every`` updates, training
+    stops after ``patience`` evaluations without a new best, and the best weights are kept.
     """
     from transformers import get_linear_schedule_with_warmup
 
+    # setup: device, precision, data, sampler, optimizer and schedule
     device = pick_device()
     rank, world = distributed.rank(), distributed.world_size()
     if settings["batch_size"] < world:
@@ -125,81 +164,150 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
     if settings["compile"]:
         model.encoder.compile(dynamic=True)  # in place: state_dict keys and save_pretrained are unchanged
     arrays = task_arrays(data, model.tasks)
+    costs = {t: family(model.tasks[t]).model.label_cost(model.tasks[t], a.labels) for t, a in arrays.items()}
+    model.label_costs = {t: c for t, c in costs.items() if c is not None}  # regression: the labels' variance
     sampler = MultiTaskSampler(
-        {t: len(ds) for t, ds in arrays.items()}, settings["batch_size"], settings["seed"],
+        {t: len(a) for t, a in arrays.items()}, settings["batch_size"], settings["seed"],
         temperature=settings["temperature"], cap=settings["cap"], homogeneous=settings["batches"] == "homogeneous",
     )
     optimizer = make_optimizer(model, settings["lr"], settings["weight_decay"], device)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(settings["warmup_ratio"] * steps), steps)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 only: bf16 has fp32's range
     accum = settings["grad_accum"]
-    # homogeneous batches stay one task each; otherwise the update's examples are grouped by length
+    # homogeneous updates stay one task each; otherwise the update's examples are grouped by length
     regroup = settings["group_by_length"] and settings["batches"] != "homogeneous"
-    log_rows = ["step\tloss\tlr\ttasks_in_update\tseconds"]
-    running, done, elapsed = [], 0, 0.0
-    if checkpoint_dir is not None:
-        stamp = checkpoint.fingerprint({**settings, "precision": precision}, steps, sampler.sizes, world)
-        saved = checkpoint.load(checkpoint_dir, stamp)
-        if saved is not None:
-            checkpoint.restore(saved, rank, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
-                               scaler=scaler)
-            done, elapsed, log_rows, running = saved["step"], saved["seconds"], saved["log_rows"], saved["running"]
-            if distributed.is_main():
-                print(f"resuming from {checkpoint_dir} after update {done} of {steps}", file=sys.stderr)
+    converge = settings.get("budget") == "convergence"
+    held_out = task_arrays(validation, model.tasks) if converge else None
+
+    # resume: the checkpoint of this very run (same settings and inputs), if an earlier attempt left one
+    done, elapsed, rows, running = 0, 0.0, None, []
+    early = {"best": math.inf, "best_step": 0, "waited": 0, "weights": None}
+    stamp = checkpoint.fingerprint({**settings, "precision": precision}, steps, sampler.sizes, world, inputs)
+    saved = checkpoint.load(checkpoint_dir, stamp) if checkpoint_dir is not None else None
+    if saved is not None:
+        checkpoint.restore(saved, rank, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
+                           scaler=scaler)
+        done, elapsed, rows, running, early = (saved["step"], saved["seconds"], saved["log_rows"], saved["running"],
+                                               saved["early"])
+        if distributed.is_main():
+            print(f"resuming from {checkpoint_dir} after update {done} of {steps}", file=sys.stderr)
+    monitor = Monitor(live_dir if distributed.is_main() else None, log_columns(converge), rows, done + 1,
+                      tuple(settings.get("report_to", DEFAULT_REPORT_TO)), name=desc)
 
     def prepare(step: int):
         """The update's micro-batches as drawn, and this rank's collated shard of each (grouped by length)."""
-        batches = [sampler.batch((step - 1) * accum + micro) for micro in range(accum)]
+        batches = sampler.update(step, accum)
         micros = group_by_length(batches, arrays) if regroup else batches
         return batches, [collate(arrays, distributed.shard(m, rank, world), pad_id) for m in micros]
 
     def save_checkpoint(step: int, sampler_state: dict) -> None:
         rngs = distributed.gather(checkpoint.rng_state())  # every rank takes part, rank 0 writes
         if distributed.is_main():
-            checkpoint.save(checkpoint_dir, stamp, rngs, step=step, seconds=time.time() - start, log_rows=log_rows,
-                            running=running, model=model, optimizer=optimizer, scheduler=scheduler,
+            checkpoint.save(checkpoint_dir, stamp, rngs, step=step, seconds=time.time() - start, log_rows=monitor.rows,
+                            running=running, early=early, model=model, optimizer=optimizer, scheduler=scheduler,
                             sampler=sampler_state, scaler=scaler)
 
     start = time.time() - elapsed
+    window = {"start": time.time(), "tokens": 0, "grad_norm": torch.zeros((), device=device), "updates": 0}
+    task_sums: dict[str, torch.Tensor] = {}
+    step, stopped_early = done, False
     bar = tqdm(range(done + 1, steps + 1), initial=done, total=steps, desc=desc, file=sys.stderr, mininterval=5,
                disable=rank > 0)
     prefetch = Prefetcher(prepare, sampler, done + 1, steps, pin_memory=device.type == "cuda")
     with checkpoint.StopSignals() if checkpoint_dir is not None else contextlib.nullcontext() as stop, prefetch:
         for step in bar:
+            # forward and backward over this rank's shards of the update (all ranks draw the same update)
             _, batches, shards, sampler_state = prefetch.get()
             tasks_seen = {t for batch in batches for t, _ in batch}
             examples = sum(map(len, batches))  # of the whole update, over all ranks
-            update_loss = backward_update(model, shards, examples, device, precision, scaler)
+            window["tokens"] += sum(int(shard["attention_mask"].sum()) for shard in shards)
+            update_loss = backward_update(model, shards, examples, device, precision, scaler, task_sums)
+            # sum the gradients over the ranks, clip them, and step
             distributed.sum_gradients(model.parameters())
             stop_asked = float(stop is not None and stop.received is not None)
             update_loss, stop_votes = distributed.sum_values([update_loss.item(), stop_asked], device)
             running.append(update_loss)
             scaler.unscale_(optimizer)  # no-op unless fp16
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings["max_grad_norm"])
+            window["grad_norm"] += torch.nn.utils.clip_grad_norm_(model.parameters(), settings["max_grad_norm"])
+            window["updates"] += 1
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            if step % settings["log_every"] == 0 or step == steps:
+            # validate (convergence budget): keep the best weights, stop after `patience` evaluations without one
+            val_loss = None
+            if converge and (step % settings["eval_every"] == 0 or step == steps):
+                val_loss = validation_loss(model, held_out, pad_id, settings["eval_batch_size"], device, precision)
+                if val_loss < early["best"]:
+                    weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                    early.update(best=val_loss, best_step=step, waited=0, weights=weights)
+                else:
+                    early["waited"] += 1
+                stopped_early = early["waited"] >= settings["patience"]
+            # log: a row of train_log.tsv, and the live scalars
+            if step % settings["log_every"] == 0 or step == steps or val_loss is not None or stopped_early:
                 mean_loss = float(np.mean(running))
                 running = []
-                log_rows.append(f"{step}\t{mean_loss:.6f}\t{scheduler.get_last_lr()[0]:.3e}\t{len(tasks_seen)}\t{time.time() - start:.1f}")
+                lr = scheduler.get_last_lr()[0]
+                scalars = live_scalars(model, task_sums, window, world, device, mean_loss, lr)
+                if val_loss is not None:
+                    scalars["loss/validation"] = val_loss
+                validated = ["" if val_loss is None else f"{val_loss:.6f}"] if converge else []
+                monitor.row([step, f"{mean_loss:.6f}", f"{lr:.3e}", len(tasks_seen), *validated,
+                             f"{time.time() - start:.1f}"])
+                monitor.scalars(step, scalars)
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
+            if stopped_early:
+                break
+            # checkpoint: every `checkpoint_every` updates, and at once on a stop signal
             if checkpoint_dir is not None and step < steps and (stop_votes or step % settings["checkpoint_every"] == 0):
                 save_checkpoint(step, sampler_state)
                 if stop_votes:
                     if distributed.is_main():
                         print(f"\nstop signal ({stop.received or 'on another rank'}): saved a checkpoint after update "
                               f"{step} of {steps} to {checkpoint_dir}; rerun to resume", file=sys.stderr)
+                    monitor.close()
                     raise SystemExit(checkpoint.EXIT_INTERRUPTED)
+    monitor.close()
+    summary = {}
+    if converge:  # the model that is saved is the best one seen
+        model.load_state_dict(early["weights"])
+        summary = {"budget": "convergence", "stopped_after": step, "stopped_early": stopped_early,
+                   "best_step": early["best_step"], "best_validation_loss": round(early["best"], 6)}
     if distributed.is_main():
         with atomic_path(log_path) as tmp:
-            tmp.write_text("\n".join(log_rows) + "\n")
+            tmp.write_text("\n".join(monitor.rows) + "\n")
     # the last step is always logged, so mean_loss is the final logged loss
-    return {"steps": steps, "final_loss": round(mean_loss, 6), "seconds": round(time.time() - start, 1),
+    return {"steps": step, "final_loss": round(mean_loss, 6), "seconds": round(time.time() - start, 1),
             "processes": world, "hosts": sorted(set(distributed.gather(socket.gethostname()))), "resumed_after": done,
             "device": device.type, "precision": precision, "attention": attention_of(model),
-            "compiled": settings["compile"]}
+            "compiled": settings["compile"], **summary}
+
+
+def live_scalars(model: MultiTaskModel, task_sums: dict, window: dict, world: int, device: torch.device,
+                 mean_loss: float, lr: float) -> dict[str, float]:
+    """The scalars of one log step, summed over the ranks and reset for the next window: the training loss,
+    overall, per family and per task; the learning rate; the mean gradient norm; real tokens per second."""
+    names = sorted(model.tasks)
+    zero = torch.zeros(2, device=device)
+    sums = torch.stack([task_sums.get(name, zero) for name in names]).flatten().tolist()  # one host sync
+    norm, updates = float(window["grad_norm"]), window["updates"]
+    totals = distributed.sum_values([*sums, window["tokens"]], device)
+    seconds = max(time.time() - window["start"], 1e-9)
+    out = {"loss/train": mean_loss, "lr": lr, "grad_norm": norm / max(updates, 1),
+           "tokens_per_s": totals[-1] / seconds}
+    by_family: dict[str, list[float]] = {}
+    for i, name in enumerate(names):
+        total, count = totals[2 * i], totals[2 * i + 1]
+        if count:
+            out[f"loss_task/{name}"] = total / count
+            pair = by_family.setdefault(model.tasks[name].family, [0.0, 0.0])
+            pair[0] += total
+            pair[1] += count
+    out.update({f"loss_family/{f}": total / count for f, (total, count) in by_family.items()})
+    task_sums.clear()
+    window.update(start=time.time(), tokens=0, grad_norm=torch.zeros((), device=device), updates=0)
+    return out
 
 
 def seed_everything(seed: int) -> None:

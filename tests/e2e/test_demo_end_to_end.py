@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import random
-import signal
-import subprocess
-import time
 
 import pandas as pd
 import pytest
@@ -21,7 +16,7 @@ import yaml
 
 from prefinetune.analysis import COLUMNS
 from prefinetune.breakpoint import COLUMNS as CRITICAL_COLUMNS
-from workflow_helpers import REPO, SNAKEMAKE, job_counts, load_config, snakemake
+from workflow_helpers import REPO, job_counts, load_config, snakemake, stop_at_first_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -277,22 +272,6 @@ def test_sample_efficiency_seed_reruns_only_the_shares(demo):
     assert job_counts(dry_run(demo, "--configfile", str(_with_config(demo, _set("sample_efficiency.seed", 7))))) == unchanged
 
 
-def _stop_at_first_checkpoint(demo, args, state, job, jitter, poll):
-    """Run Snakemake with ``args``; once the job's checkpoint ``state`` exists (plus a random 0..``jitter`` s),
-    send SIGTERM to every process of the run, as Slurm does. Asserts the run failed after saving a checkpoint."""
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(demo), "--cores", "1", *args]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    while not state.exists():  # the first periodic checkpoint
-        assert proc.poll() is None, "the job ended before its first checkpoint"
-        time.sleep(poll)
-    time.sleep(random.uniform(0.0, jitter))
-    os.killpg(proc.pid, signal.SIGTERM)
-    assert proc.wait(timeout=120) != 0
-    job_log = (demo / "logs" / f"{job}.log").read_text()
-    assert "stop signal (SIGTERM): saved a checkpoint" in job_log, job_log[-2000:]
-
-
 def test_a_job_stopped_by_sigterm_resumes_when_rerun(demo):
     """SIGTERM to every process of a running pre-finetuning job (what Slurm does at a time limit or preemption);
     the failed job leaves a checkpoint outside its outputs, and the rerun resumes to the very same weights."""
@@ -301,7 +280,7 @@ def test_a_job_stopped_by_sigterm_resumes_when_rerun(demo):
     before_model, before_log = _digest(model), [r.split("\t")[:-1] for r in log_tsv.read_text().splitlines()]
     state = demo / "checkpoints" / job / "state.pt"
     # the first periodic checkpoint is after update 100 of 400
-    _stop_at_first_checkpoint(demo, [f"{job}/model", "--forcerun", "prefinetune"], state, job, jitter=2.0, poll=0.05)
+    stop_at_first_checkpoint(demo, [f"{job}/model", "--forcerun", "prefinetune"], state, job, jitter=2.0, poll=0.05)
     assert state.exists() and not model.exists()  # Snakemake removed the failed job's outputs, not the checkpoint
 
     result = snakemake(demo, "--cores", "1", f"{job}/model")
@@ -310,6 +289,27 @@ def test_a_job_stopped_by_sigterm_resumes_when_rerun(demo):
     assert _digest(model) == before_model
     assert [r.split("\t")[:-1] for r in log_tsv.read_text().splitlines()] == before_log
     assert not state.parent.exists()  # removed once the model was written
+
+
+def test_a_resumed_job_keeps_every_attempts_log_and_one_live_record(demo):
+    """After the test above: the job's log holds each attempt after its own header (the first run, the stopped
+    one, the resumed one), and its live record (train_log.tsv as it trained, TensorBoard events) holds every
+    logged update once, with the values of the output log."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    job = "results/prefinetune/k12/draw2"
+    log = (demo / "logs" / f"{job}.log").read_text()
+    attempts = log.split("=== attempt started ")[1:]
+    assert len(attempts) == 3, log[:3000]
+    assert "stop signal (SIGTERM)" in attempts[1] and "resuming from checkpoints/" in attempts[2]
+    live = demo / "logs" / job
+    output = pd.read_csv(demo / job / "train_log.tsv", sep="\t")
+    assert (live / "train_log.tsv").read_text() == (demo / job / "train_log.tsv").read_text()
+    events = EventAccumulator(str(live))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("loss/train")]
+    assert steps == sorted(set(steps)) == list(output.step)
+    assert [round(e.value, 6) for e in events.Scalars("loss/train")] == pytest.approx(list(output.loss), abs=1e-6)
 
 
 def test_a_fine_tuning_job_stopped_by_sigterm_resumes_when_rerun(demo):
@@ -322,7 +322,7 @@ def test_a_fine_tuning_job_stopped_by_sigterm_resumes_when_rerun(demo):
     state = demo / "checkpoints" / run / "state.pt"
     often = _with_config(demo, _set("finetune.checkpoint_every", 5))
     # the first periodic checkpoint is after update 5
-    _stop_at_first_checkpoint(demo, ["--configfile", str(often), "--forcerun", "finetune", "--", f"{run}/metrics.json"],
+    stop_at_first_checkpoint(demo, ["--configfile", str(often), "--forcerun", "finetune", "--", f"{run}/metrics.json"],
                               state, run, jitter=0.3, poll=0.02)
     assert state.exists() and not metrics.exists()
 

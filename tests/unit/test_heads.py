@@ -4,6 +4,7 @@ all span datasets) and its loss scaling, on a tiny randomly initialised RoBERTa.
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, RobertaConfig, RobertaModel
@@ -11,7 +12,7 @@ from transformers import AutoModel, RobertaConfig, RobertaModel
 from prefinetune.batch import Segment
 from prefinetune.families import family, head_name
 from prefinetune.families.multiple_choice import choice_scores
-from prefinetune.heads import HEADS_INDEX, HEADS_WEIGHTS, MultiTaskModel, example_losses, log_scale
+from prefinetune.heads import HEADS_INDEX, HEADS_WEIGHTS, MultiTaskModel, example_losses
 from prefinetune.tasks import Task
 
 
@@ -53,17 +54,32 @@ def unlabelled(segments):
 
 
 # -- loss scale ----------------------------------------------------------------------------------------------
-def loss_scale(task, outputs, labels):
-    """The multiplier of a task's per-example loss: 1 / log(n), n as its family counts the outputs; 1 unscaled."""
-    _, n = family(task).model.losses(task, outputs, labels)
-    return 1.0 if n is None else float(log_scale(n)[0])
+def loss_scale(task, outputs, labels, label_cost=None):
+    """The multiplier of a task's per-example loss: 1 / the cost of an uninformed prediction; 1 unscaled."""
+    _, cost = family(task).model.losses(task, outputs, labels, label_cost=label_cost)
+    return 1.0 if cost is None else 1 / float(cost if isinstance(cost, float) else cost[0])
 
 
 def test_loss_scale():
     assert loss_scale(BIN, torch.zeros(1, 2), torch.tensor([0])) == pytest.approx(1 / math.log(2))
     assert loss_scale(TRI, torch.zeros(1, 3), torch.tensor([0])) == pytest.approx(1 / math.log(3))
     assert loss_scale(FIVE, torch.zeros(1, 5), torch.tensor([0])) == pytest.approx(1 / math.log(5))
-    assert loss_scale(REG, torch.zeros(1, 1), torch.tensor([0.5])) == 1.0
+    assert loss_scale(REG, torch.zeros(1, 1), torch.tensor([0.5])) == 1.0  # the labels' variance unknown: unscaled
+    assert loss_scale(REG, torch.zeros(1, 1), torch.tensor([0.5]), label_cost=2.5) == pytest.approx(1 / 2.5)
+
+
+def test_predicting_the_mean_of_regression_labels_costs_one():
+    """Regression's counterpart of 1 / log(n): the loss divided by the variance of the training labels, which the
+    family reads from them; predicting their mean then costs 1 on average, whatever their scale."""
+    labels = np.random.default_rng(0).uniform(0, 5, 400).astype(np.float32)  # STS-B-like: 0 to 5
+    cost = family(REG).model.label_cost(REG, labels)
+    assert cost == pytest.approx(labels.var())
+    mean = torch.full((len(labels), 1), float(labels.mean()))
+    scaled = example_losses(REG, mean, torch.from_numpy(labels), scale=True, label_cost=cost)
+    assert scaled.mean().item() == pytest.approx(1.0, rel=1e-5)
+    raw = example_losses(REG, mean, torch.from_numpy(labels), scale=False, label_cost=cost)
+    assert raw.mean().item() == pytest.approx(labels.var(), rel=1e-5) and raw.mean().item() > 1.5
+    assert family(REG).model.label_cost(REG, np.full(5, 2.0, np.float32)) is None  # constant labels: unscaled
 
 
 @pytest.mark.parametrize("task", [BIN, TRI, FIVE], ids=lambda t: t.name)

@@ -113,3 +113,24 @@ def test_every_registry_task_states_its_size_as_its_note_does():
         assert entry["size"]["train"] == int(train.replace(",", "")), name
         assert entry["size"]["validation"] == int(validation.replace(",", "")), name
         assert entry["size"]["tokens"] > 0
+
+
+def test_each_pre_finetuning_budget_is_priced():
+    """Fixed updates cost the same at every k; passes scale with the subset; convergence is priced at its cap
+    with its validation losses (forward passes: a third of their tokens); the bill lists the three choices and
+    the passes over the subset that each k makes under the configured budget."""
+    sizes = {"a": plan.TaskSize(1000, 1000 * 10, True), "b": plan.TaskSize(3000, 3000 * 10, True)}
+    base = {"rule": "prefinetune", "part": "curve", "settings": {**DEFAULT_TRAIN, "max_steps": 100, "batch_size": 8,
+                                                               "grad_accum": 2}}
+    small, large = {**base, "label": "k=1", "tasks": ["a"]}, {**base, "label": "k=2", "tasks": ["a", "b"]}
+    assert plan.job_work(small, sizes)[0] == plan.job_work(large, sizes)[0] == 1600  # updates: 100 x 16
+    passes = {"budget": "passes", "passes": 0.8}
+    assert plan.job_work({**small, "settings": {**base["settings"], **passes}}, sizes)[0] == 50 * 16  # 0.8 x 1000
+    assert plan.job_work({**large, "settings": {**base["settings"], **passes}}, sizes)[0] == 100 * 16  # capped
+    converge = {**large, "settings": {**base["settings"], "budget": "convergence", "eval_every": 25,
+                                      "eval_examples": 200}}
+    items, tokens = plan.job_work(converge, sizes)
+    assert items == 1600 and tokens == pytest.approx(1600 * 10 + (100 // 25 + 1) * 400 * 10 / 3)
+    lines = plan.budget_lines([small, large], sizes, rate=1.0)
+    assert lines[1].lstrip().startswith("* updates") and "passes" in lines[2] and "convergence" in lines[3]
+    assert lines[-1].endswith("k=1 1.6, k=2 0.4")  # 1,600 items over 1,000 and over 4,000

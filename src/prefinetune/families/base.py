@@ -75,9 +75,16 @@ class Model:
         """The head's outputs for the rows ``seg.start:seg.end`` of ``states`` (``batch.States``)."""
         raise NotImplementedError
 
-    def losses(self, task: Task, outputs, labels, mask=None, smoothing: float = 0.0):
-        """Per-example loss, unscaled, and n, the number of possible outputs of each example (1 / log(n) scaling;
-        None: not scaled). ``smoothing``: label smoothing, read by the generation family only (Muppet)."""
+    def label_cost(self, task: Task, labels) -> float | None:
+        """The cost of an uninformed prediction where only the training labels (numpy) can tell it: regression's
+        variance (predicting the labels' mean costs exactly that). None: ``losses`` knows the cost."""
+        return None
+
+    def losses(self, task: Task, outputs, labels, mask=None, smoothing: float = 0.0, label_cost=None):
+        """Per-example loss, unscaled, and the cost of an uninformed prediction of each example, which Muppet's
+        scaling divides by so that such a prediction costs 1 on every task: log(n) for n possible outputs (a
+        uniform prediction), ``label_cost`` for regression; None: not scaled. ``smoothing``: label smoothing,
+        read by the generation family only (Muppet)."""
         raise NotImplementedError
 
 

@@ -4,7 +4,8 @@ Layout: the registry's text column(s) and its label column; class labels are who
 (after ``label_map``, or read from the training split when it holds text), regression labels are numbers.
 Tokenized as one sequence, truncated jointly (``longest_first``: the longer sentence loses its end). The head
 is RoBERTa's sentence head on the sequence's pooled state (the first token; BART: the last end-of-sequence
-token); the loss is cross-entropy (scaled by 1 / log(classes)) or unscaled mean squared error.
+token); the loss is cross-entropy (scaled by 1 / log(classes)) or squared error (scaled by 1 / the variance of
+the training labels: predicting their mean then costs 1, as a uniform prediction over the classes does).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+
+import numpy as np
 
 
 from ..checks import map_label, origin
@@ -64,12 +67,16 @@ class ClassificationModel(Model):
     def outputs(self, task, head, states, seg):
         return head(states.pooled[seg.start:seg.end])
 
-    def losses(self, task, outputs, labels, mask=None, smoothing=0.0):
+    def label_cost(self, task, labels):
+        variance = float(np.var(labels)) if task.type == "regression" and len(labels) else 0.0
+        return variance if variance > 0 else None
+
+    def losses(self, task, outputs, labels, mask=None, smoothing=0.0, label_cost=None):
         from .layers import cross_entropy, squared_error
 
-        if task.type == "regression":  # no output space to normalise by: unscaled
-            return squared_error(outputs.squeeze(-1), labels), None
-        return cross_entropy(outputs, labels), outputs.isfinite().sum(-1).float()
+        if task.type == "regression":  # predicting the training labels' mean costs their variance
+            return squared_error(outputs.squeeze(-1), labels), label_cost
+        return cross_entropy(outputs, labels), outputs.isfinite().sum(-1).float().log()
 
 
 class ClassificationScorer(Scorer):

@@ -66,10 +66,10 @@ class MultipleChoiceModel(Model):
     def outputs(self, task, head, states, seg):
         return choice_scores(head(states.pooled[seg.start:seg.end]).squeeze(-1), seg.choice_counts)
 
-    def losses(self, task, outputs, labels, mask=None, smoothing=0.0):
+    def losses(self, task, outputs, labels, mask=None, smoothing=0.0, label_cost=None):
         from .layers import cross_entropy
 
-        return cross_entropy(outputs, labels), outputs.isfinite().sum(-1).float()
+        return cross_entropy(outputs, labels), outputs.isfinite().sum(-1).float().log()  # log(the example's choices)
 
 
 class MultipleChoiceScorer(Scorer):

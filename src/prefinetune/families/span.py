@@ -57,13 +57,13 @@ class SpanModel(Model):
     def outputs(self, task, head, states, seg):
         return head(states.hidden[seg.start:seg.end])
 
-    def losses(self, task, outputs, labels, mask=None, smoothing=0.0):
+    def losses(self, task, outputs, labels, mask=None, smoothing=0.0, label_cost=None):
         from .layers import cross_entropy
 
         mask = mask.bool()
         logits = outputs.float().masked_fill(~mask.unsqueeze(-1), float("-inf"))
         loss = (cross_entropy(logits[..., 0], labels[:, 0]) + cross_entropy(logits[..., 1], labels[:, 1])) / 2
-        return loss, mask.sum(-1).float()
+        return loss, mask.sum(-1).float().log()  # log(the window's tokens)
 
 
 class SpanScorer(Scorer):

@@ -87,14 +87,14 @@ class SummarizationModel(Model):
         width = seg.labels.shape[1] if seg.labels is not None else states.decoder.shape[1]
         return states.lm_logits(states.decoder[seg.start:seg.end, :width])
 
-    def losses(self, task, outputs, labels, mask=None, smoothing=0.0):
+    def losses(self, task, outputs, labels, mask=None, smoothing=0.0, label_cost=None):
         from .layers import cross_entropy
 
         logits = outputs[:, : labels.shape[1]]
         tokens = cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, label_smoothing=smoothing)
         counted = (labels != IGNORE_INDEX).sum(-1)
         loss = tokens.sum(-1) / counted.clamp(min=1)
-        return loss, loss.new_full(loss.shape, outputs.shape[-1])
+        return loss, loss.new_full(loss.shape, outputs.shape[-1]).log()  # log(vocabulary size)
 
 
 class SummarizationScorer(Scorer):
