@@ -7,11 +7,12 @@ from prefinetune.stages import finetune
 from prefinetune.tasks import from_params
 from prefinetune.workflow import checkpoint_dir, live_dir, logging_to
 
-with logging_to(snakemake.log[0]):
+live = live_dir(snakemake.output.metrics)  # the live record, and every attempt's log (attempts.log)
+with logging_to(snakemake.log[0], f"{live}/attempts.log"):
     torch.set_num_threads(snakemake.threads)
     settings = {**snakemake.params.settings, **run_options(snakemake.config, "finetune"),
                 "report_to": report_to(snakemake.config)}
     finetune(from_params(snakemake.params.target), snakemake.input.data, snakemake.input.encoder, settings,
              int(snakemake.wildcards.seed), snakemake.output.metrics, snakemake.output.log_tsv, snakemake.params.meta,
              percent=snakemake.params.percent, fraction_seed=snakemake.params.fraction_seed,
-             checkpoint_dir=checkpoint_dir(snakemake.output.metrics), live_dir=live_dir(snakemake.output.metrics))
+             checkpoint_dir=checkpoint_dir(snakemake.output.metrics), live_dir=live)

@@ -20,11 +20,12 @@ args = dict(tasks=tasks, tokenized=dict(zip([t.name for t in tasks], snakemake.i
             base_model=snakemake.input.base, settings=settings, out_dir=snakemake.output.model,
             log_tsv=snakemake.output.log_tsv, checkpoint_dir=snakemake.params.checkpoints,
             live_dir=live_dir(snakemake.output.log_tsv))
+history = Path(args["live_dir"]) / "attempts.log"  # every attempt's log, kept across retries
 nodes = int(snakemake.resources.get("nodes", 1))
 gpus = int(snakemake.resources.get("gpu", 0)) if nodes == 1 else launch.gres_gpus(snakemake.resources.get("gres", ""))
 processes = max(gpus, 1)  # per node
 
-with logging_to(snakemake.log[0]) as log:
+with logging_to(snakemake.log[0], history) as log:
     if nodes == 1 and processes == 1:
         torch.set_num_threads(snakemake.threads)
         prefinetune(**args)

@@ -60,11 +60,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def digest(path: str | os.PathLike) -> str:
+def digest(path: str | os.PathLike, skip: tuple[str, ...] = ("prefinetune.json", "state.json")) -> str:
     """A content hash of a file or folder (every file's relative path and bytes, in a fixed order): the identity
-    of what a job read, so that a checkpoint is never resumed on other inputs."""
+    of what a job read, so that a checkpoint is never resumed on other inputs. ``skip``: files that record how
+    an output was made rather than what it holds (a model's training summary with its timings, the datasets
+    library's state.json with its fingerprints), so that an output rebuilt to the same bytes keeps its identity."""
     root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in skip) if root.is_dir() else [root]
     h = hashlib.blake2b(digest_size=16)
     for file in files:
         h.update(str(file.relative_to(root) if root.is_dir() else file.name).encode() + b"\0")

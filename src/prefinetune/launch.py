@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from . import checkpoint, distributed
@@ -89,8 +90,13 @@ def run(job_path: str | Path, processes: int, threads: int = 1, log=None, nodes:
             raise RuntimeError(f"pre-finetuning on {nodes} nodes (resources.prefinetune.nodes) runs inside a Slurm "
                                "job only: run Snakemake with the Slurm profile (--profile slurm)")
         command = multinode_command(job_path, nodes, processes, gpus, threads, job_id, socket.gethostname())
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(threads // processes, 1))}
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(threads // processes, 1)), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=None if log is None else subprocess.PIPE,
+                            stderr=None if log is None else subprocess.STDOUT, text=True)
+    pump = None
+    if log is not None:  # the processes' output into the job's log stream (a file, or several: workflow.Tee)
+        pump = threading.Thread(target=lambda: [log.write(line) for line in proc.stdout], daemon=True)
+        pump.start()
     forwarded = []
 
     def forward(signum, frame):
@@ -103,6 +109,8 @@ def run(job_path: str | Path, processes: int, threads: int = 1, log=None, nodes:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if pump is not None:
+        pump.join()
     return checkpoint.EXIT_INTERRUPTED if forwarded and code != 0 else code
 
 

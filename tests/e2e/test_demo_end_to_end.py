@@ -292,17 +292,18 @@ def test_a_job_stopped_by_sigterm_resumes_when_rerun(demo):
 
 
 def test_a_resumed_job_keeps_every_attempts_log_and_one_live_record(demo):
-    """After the test above: the job's log holds each attempt after its own header (the first run, the stopped
-    one, the resumed one), and its live record (train_log.tsv as it trained, TensorBoard events) holds every
-    logged update once, with the values of the output log."""
+    """After the test above: the job's history of attempts holds each attempt after its own header (the first
+    run, the stopped one, the resumed one), while Snakemake's log holds the last; its live record (train_log.tsv
+    as it trained, TensorBoard events) holds every logged update once, with the values of the output log."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     job = "results/prefinetune/k12/draw2"
-    log = (demo / "logs" / f"{job}.log").read_text()
-    attempts = log.split("=== attempt started ")[1:]
-    assert len(attempts) == 3, log[:3000]
-    assert "stop signal (SIGTERM)" in attempts[1] and "resuming from checkpoints/" in attempts[2]
     live = demo / "logs" / job
+    history = (live / "attempts.log").read_text()
+    attempts = history.split("=== attempt started ")[1:]
+    assert len(attempts) == 3, history[:3000]
+    assert "stop signal (SIGTERM)" in attempts[1] and "resuming from checkpoints/" in attempts[2]
+    assert (demo / "logs" / f"{job}.log").read_text() == "=== attempt started " + attempts[2]
     output = pd.read_csv(demo / job / "train_log.tsv", sep="\t")
     assert (live / "train_log.tsv").read_text() == (demo / job / "train_log.tsv").read_text()
     events = EventAccumulator(str(live))
