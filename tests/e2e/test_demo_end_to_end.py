@@ -179,6 +179,27 @@ def test_settings_that_do_not_change_a_result_rerun_nothing(demo):
         assert "Nothing to be done" in out, f"{path}: {job_counts(out)}"
 
 
+def _reversed(value):
+    """The same config with the keys of every mapping in reverse order (lists keep theirs)."""
+    if isinstance(value, dict):
+        return {key: _reversed(value[key]) for key in reversed(list(value))}
+    return [_reversed(v) for v in value] if isinstance(value, list) else value
+
+
+def test_reordering_a_configs_keys_reruns_nothing(demo):
+    """Params are compared as plain data with sorted keys: the same settings listed in another order (the model
+    section's too) leave a dry run with nothing to do."""
+    def reverse(config):
+        reversed_config = _reversed(config)
+        config.clear()
+        config.update(reversed_config)
+
+    reordered = _with_config(demo, reverse)
+    text = reordered.read_text()
+    assert text.index("resources:") < text.index("registry:")  # the file really lists its keys in another order
+    assert "Nothing to be done" in dry_run(demo, "--configfile", str(reordered))
+
+
 def test_each_result_changing_setting_reruns_exactly_the_jobs_it_affects(demo):
     curve = {job: n for job, n in CURVE_JOBS.items() if job != "plot_losses"}  # the loss curves: pre-finetuning's
     one_target = {"finetune": 16, "finetune_baseline": 2, **curve}  # the runs of one of the two targets
