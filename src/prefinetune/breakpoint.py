@@ -134,25 +134,12 @@ def break_even_k(fit: dict, baseline, k_first, k_max) -> np.ndarray:
     return np.where(np.isnan(d0 + dc + dm), np.nan, out)
 
 
-# -- the compatible scalar interface on ``bootstrap.ByK`` ----------------------------------------------------------
+# -- one fit on ``bootstrap.ByK`` (the k means, k = 0 first) --------------------------------------------------------
 def _split(s: ByK) -> tuple[float, ByK]:
     """The baseline (mean at k = 0; NaN without one) and the trained k of ``s``."""
     if len(s.x) and s.x[0] == 0:
         return float(s.mean[0]), ByK(s.x[1:], s.n[1:], s.mean[1:], s.ss)
     return float("nan"), s
-
-
-def line_fit(s: ByK) -> tuple[float, float, float]:
-    """Intercept, slope and RSS (within-k included) of a single line on the trained k (k > 0)."""
-    _, t = _split(s)
-    f = fit_line(t.x, t.mean, t.n)
-    return float(f["intercept"]), float(f["slope"]), float(f["rss"]) + t.ss
-
-
-def admissible(s: ByK) -> tuple[float, float]:
-    """The possible k_c: between the second and the second-last trained k, so each segment has two."""
-    _, t = _split(s)
-    return float(t.x[1]), float(t.x[-2])
 
 
 def hinge_fit(s: ByK) -> dict:
@@ -385,7 +372,7 @@ def _dip(row: dict, fit: dict, boot: dict, level: float, k_max: float) -> dict:
     d_lo, d_hi = interval(boot["dip"], level)
     row = {**row, "dip": float(fit["dip"]), "dip_lo": d_lo, "dip_hi": d_hi}
     if not d_hi < 0:
-        return {**row, "note": f"no break_even: the trend is nowhere below the baseline for sure ({level:.0%} "
+        return {**row, "note": f"no break_even: the trend does not fall clearly below the baseline ({level:.0%} "
                                f"interval of its lowest point, dip, {d_lo:.3g} to {d_hi:.3g})"}
     be = float(fit["break_even"])
     be_lo, be_hi = interval(boot["break_even"], level)
