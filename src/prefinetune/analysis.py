@@ -163,7 +163,7 @@ def read_train_logs(paths: list[str | os.PathLike]) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m prefinetune.analysis SCALING_CSV``: print the critical-point table of any such table."""
-    from .breakpoint import LEVEL, N_BOOT  # scipy: imported by the steps that fit, not by aggregate
+    from .breakpoint import LEVEL, N_BOOT
 
     parser = argparse.ArgumentParser(prog="python -m prefinetune.analysis", description=main.__doc__)
     parser.add_argument("table", help="a CSV with columns k, draw, target, seed, value (others optional)")

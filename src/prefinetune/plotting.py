@@ -50,19 +50,27 @@ def _panel(ax, runs: pd.DataFrame, stats: pd.DataFrame, title: str, ylabel: str)
 
 
 def _critical(ax, row, k_max: float) -> None:
-    """Mark an identified critical point: the fitted hinge, k_c with its interval, and the break-even k."""
+    """Mark the fitted trend on k > 0 (the k = 0 baseline is its own level): an identified critical point with
+    the hinge and k_c's interval, else the single line where it gives a break-even k; and the break-even k."""
     if row is None:
         return
-    if row["status"] != "identified":
+    k_first = row.get("k_first", 0.0)
+    if row["status"] == "identified":
+        kc, a, b1, b2 = row["k_c"], row["intercept"], row["slope_before"], row["slope_after"]
+        ks = np.array([k_first, kc, k_max])
+        ax.plot(ks, a + b1 * ks + (b2 - b1) * np.maximum(ks - kc, 0.0), color="C3", linewidth=1.2, label="hinge fit")
+        ax.axvline(kc, color="C3", linestyle=":", linewidth=1.2, label=f"k_c, {row['level']:.0%} interval shaded")
+        ax.axvspan(row["k_c_lo"], row["k_c_hi"], color="C3", alpha=0.12)
+    else:
         ax.text(0.02, 0.02, "k_c not identified", transform=ax.transAxes, fontsize=8, color="C3", va="bottom")
-        return
-    kc, a, b1, b2 = row["k_c"], row["intercept"], row["slope_before"], row["slope_after"]
-    ks = np.array([0.0, kc, k_max])
-    ax.plot(ks, [a, a + b1 * kc, a + b1 * kc + b2 * (k_max - kc)], color="C3", linewidth=1.2, label="hinge fit")
-    ax.axvline(kc, color="C3", linestyle=":", linewidth=1.2, label=f"k_c, {row['level']:.0%} interval shaded")
-    ax.axvspan(row["k_c_lo"], row["k_c_hi"], color="C3", alpha=0.12)
-    if pd.notna(row["break_even"]) and row["break_even"] > 0:
-        ax.plot([row["break_even"]], [a], "v", color="C3", markersize=7, label="break-even k")
+        if pd.isna(row.get("break_even")) or pd.isna(row.get("slope_line")):
+            return
+        ks = np.array([k_first, k_max])
+        ax.plot(ks, row["intercept"] + row["slope_line"] * ks, color="C3", linewidth=1.2, linestyle="--",
+                label="line fit (k > 0)")
+    if pd.notna(row.get("break_even")) and row["break_even"] > 0:
+        ax.plot([row["break_even"]], [row.get("baseline", row["intercept"])], "v", color="C3", markersize=7,
+                label="break-even k")
 
 
 def _figure(n_panels: int, nrows_per_panel: int = 1, panel_width: float = 4.2, panel_height: float = 3.4):
