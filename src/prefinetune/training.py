@@ -85,15 +85,40 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
     return torch.optim.AdamW(groups, lr=lr, **fused)
 
 
+class TaskLosses:
+    """Each task's summed (scaled) loss and its examples over one logging window, for the live log: one
+    index_add per micro-batch on the device, no host sync until the window is read."""
+
+    def __init__(self, names: list[str], device: torch.device):
+        self.names = sorted(names)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.loss = torch.zeros(len(self.names), device=device)
+        self.count = np.zeros(len(self.names))
+
+    def add(self, task_losses: dict) -> None:
+        """A forward pass's ``MultiTaskModel.task_losses``: task -> (summed loss, examples)."""
+        if task_losses:
+            rows = [self.index[name] for name in task_losses]
+            sums = torch.stack([total.float() for total, _ in task_losses.values()])
+            self.loss.index_add_(0, torch.tensor(rows, device=self.loss.device), sums)
+            self.count[rows] += [n for _, n in task_losses.values()]
+
+    def take(self) -> tuple[list[float], list[float]]:
+        """The window's sums and counts, in ``names`` order; the window starts again."""
+        sums, counts = self.loss.tolist(), self.count.tolist()
+        self.loss.zero_()
+        self.count[:] = 0
+        return sums, counts
+
+
 def backward_update(model: MultiTaskModel, shards: list[dict], examples: int, device: torch.device,
                     precision: str = "fp32", scaler: torch.amp.GradScaler | None = None,
-                    task_sums: dict | None = None) -> torch.Tensor:
+                    task_losses: TaskLosses | None = None) -> torch.Tensor:
     """Forward and backward passes over this rank's collated micro-batches of one update, which has
     ``examples`` examples in all (all micro-batches, all ranks); returns this rank's share of the update's mean
     loss. Each micro-batch's loss, the mean over its examples, is weighted by its share of the update's
     examples: the summed gradient is then that of the update's mean loss, however its examples are grouped
-    into micro-batches and shards. ``task_sums`` (task -> device tensor [summed loss, examples]) gathers each
-    task's loss for the live log, without a host sync."""
+    into micro-batches and shards. ``task_losses`` gathers each task's loss for the live log."""
     update_loss = torch.zeros((), device=device)
     for shard in shards:
         inputs = to_device(shard, device)
@@ -102,11 +127,8 @@ def backward_update(model: MultiTaskModel, shards: list[dict], examples: int, de
         weight = sum(s.labels.shape[0] for s in inputs["segments"]) / examples
         (loss * weight if scaler is None else scaler.scale(loss * weight)).backward()
         update_loss += loss.detach().float() * weight  # summed on the device: one host sync per update
-        if task_sums is not None:
-            for task, (total, n) in model.task_losses.items():
-                sums = task_sums.setdefault(task, torch.zeros(2, device=device))
-                sums[0] += total.float()
-                sums[1] += n
+        if task_losses is not None:
+            task_losses.add(model.task_losses)
     return update_loss
 
 
@@ -209,7 +231,7 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
 
     start = time.time() - elapsed
     window = {"start": time.time(), "tokens": 0, "grad_norm": torch.zeros((), device=device), "updates": 0}
-    task_sums: dict[str, torch.Tensor] = {}
+    task_losses = TaskLosses(list(model.tasks), device)
     step, stopped_early = done, False
     bar = tqdm(range(done + 1, steps + 1), initial=done, total=steps, desc=desc, file=sys.stderr, mininterval=5,
                disable=rank > 0)
@@ -221,7 +243,7 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
             tasks_seen = {t for batch in batches for t, _ in batch}
             examples = sum(map(len, batches))  # of the whole update, over all ranks
             window["tokens"] += sum(int(shard["attention_mask"].sum()) for shard in shards)
-            update_loss = backward_update(model, shards, examples, device, precision, scaler, task_sums)
+            update_loss = backward_update(model, shards, examples, device, precision, scaler, task_losses)
             # sum the gradients over the ranks, clip them, and step
             distributed.sum_gradients(model.parameters())
             stop_asked = float(stop is not None and stop.received is not None)
@@ -249,7 +271,7 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
                 mean_loss = float(np.mean(running))
                 running = []
                 lr = scheduler.get_last_lr()[0]
-                scalars = live_scalars(model, task_sums, window, world, device, mean_loss, lr)
+                scalars = live_scalars(model, task_losses, window, world, device, mean_loss, lr)
                 if val_loss is not None:
                     scalars["loss/validation"] = val_loss
                 validated = ["" if val_loss is None else f"{val_loss:.6f}"] if converge else []
@@ -284,28 +306,25 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
             "compiled": settings["compile"], **summary}
 
 
-def live_scalars(model: MultiTaskModel, task_sums: dict, window: dict, world: int, device: torch.device,
+def live_scalars(model: MultiTaskModel, task_losses: TaskLosses, window: dict, world: int, device: torch.device,
                  mean_loss: float, lr: float) -> dict[str, float]:
     """The scalars of one log step, summed over the ranks and reset for the next window: the training loss,
     overall, per family and per task; the learning rate; the mean gradient norm; real tokens per second."""
-    names = sorted(model.tasks)
-    zero = torch.zeros(2, device=device)
-    sums = torch.stack([task_sums.get(name, zero) for name in names]).flatten().tolist()  # one host sync
+    sums, counts = task_losses.take()
     norm, updates = float(window["grad_norm"]), window["updates"]
-    totals = distributed.sum_values([*sums, window["tokens"]], device)
+    totals = distributed.sum_values([*sums, *counts, window["tokens"]], device)
     seconds = max(time.time() - window["start"], 1e-9)
     out = {"loss/train": mean_loss, "lr": lr, "grad_norm": norm / max(updates, 1),
            "tokens_per_s": totals[-1] / seconds}
     by_family: dict[str, list[float]] = {}
-    for i, name in enumerate(names):
-        total, count = totals[2 * i], totals[2 * i + 1]
+    n = len(task_losses.names)
+    for name, total, count in zip(task_losses.names, totals[:n], totals[n:2 * n]):
         if count:
             out[f"loss_task/{name}"] = total / count
             pair = by_family.setdefault(model.tasks[name].family, [0.0, 0.0])
             pair[0] += total
             pair[1] += count
     out.update({f"loss_family/{f}": total / count for f, (total, count) in by_family.items()})
-    task_sums.clear()
     window.update(start=time.time(), tokens=0, grad_norm=torch.zeros((), device=device), updates=0)
     return out
 
