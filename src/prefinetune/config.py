@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import math
 import re
@@ -139,6 +140,9 @@ class Experiment:
 
     def _check(self, stride_given: bool = True) -> None:
         c = self.config
+        for i, writer in enumerate(c.get("report_to", [])):
+            if writer == "wandb" and importlib.util.find_spec("wandb") is None:  # before any job, not at its start
+                self._fail(f"report_to[{i}]", "wandb is not installed here (pip install wandb, or the [wandb] extra)")
         for key in ("pool", "targets"):
             for i, name in enumerate(c[key]):
                 if name not in self.tasks:

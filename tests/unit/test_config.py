@@ -389,3 +389,14 @@ def test_generation_settings_are_params_only_of_jobs_with_a_summarization_task()
     assert params(bart.tasks["rte"]) == params(roberta.tasks["rte"])
     xsum = params(bart.tasks["xsum"])
     assert xsum["generation"]["num_beams"] == 6 and xsum["max_target_length"] == 142
+
+
+def test_report_to_wandb_needs_wandb_installed(monkeypatch):
+    """A writer the training jobs could not import stops the config check, before any job starts."""
+    import importlib.util
+
+    cfg = config(report_to=["tensorboard", "wandb"])
+    Experiment.from_config(cfg, REPO)  # installed here (the test extra)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    assert "report_to[1]: wandb is not installed" in config_error(cfg)
