@@ -113,7 +113,14 @@ start() {
     for cmd in munged mariadbd mariadb-install-db slurmdbd slurmctld slurmd sacctmgr sinfo ip nsenter unshare; do
         command -v "$cmd" >/dev/null || die "$cmd not found: install the packages first (.ci/install-slurm)"
     done
-    [ ! -s "$PIDS" ] || die "already started (pids in $PIDS); run '$0 stop' first"
+    if [ -s "$PIDS" ]; then  # recorded by an earlier start: refuse while any of its daemons runs, else clear it
+        local name pid
+        while read -r name pid; do
+            [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != "$name" ] || die "already started ($name $pid runs; pids in $PIDS); run '$0 stop' first"
+        done <"$PIDS"
+        log "none of the daemons recorded in $PIDS runs (a killed session or a reboot): clearing it"
+        stop
+    fi
     for f in slurm.conf gres.conf slurmdbd.conf; do
         if [ -e "$ETC/$f" ] && ! head -1 "$ETC/$f" | grep -qF "$MARK"; then
             die "$ETC/$f exists and was not written by this script; refusing to overwrite a real configuration"
