@@ -1,13 +1,19 @@
-# Config validation, every path template, and the input and params functions of the rules.
+# Config validation, every path template, and the input, params and resource functions of the rules.
+import math
+import os
+import re
 import sys
 from pathlib import Path
 
 from prefinetune import tasks as registry
-from prefinetune.config import MAIN, Experiment, config_sources
-from prefinetune.plan import training_jobs
+from prefinetune.config import MAIN, REFERENCE, Experiment, Run, config_sources, duration_minutes, is_reference
+from prefinetune.plan import Pricer, Requests, training_jobs
 from prefinetune.tasks import ConfigError
 
 REPO = Path(workflow.basedir)
+# envs/prefinetune.yaml installs this repository (pip, editable) into the environment of --sdm conda from here:
+# conda runs pip in .snakemake/conda/, where a relative path would not reach the repository.
+os.environ.update(PREFINETUNE_REPO=str(REPO))
 
 # Built from the config files themselves (not Snakemake's merge), so that every error names the file its value
 # came from, and a --configfile's model section (hub, path or build) replaces the default's instead of adding to it.
@@ -30,6 +36,7 @@ wildcard_constraints:
     draw=r"[1-9][0-9]*",
     seed=r"[1-9][0-9]*",
     pct=r"[1-9][0-9]?|100",
+    reference="|".join(re.escape(name) for name in EXP.reference_models) or r"(?!)",  # (?!): no reference model
 
 
 # -- every output path, once: the rules' outputs and the input functions below both use these -------------------------
@@ -45,6 +52,10 @@ EFFICIENCY = "results/sample_efficiency"
 FRACTION = f"{EFFICIENCY}/k{{k}}/draw{{draw}}/{{target}}/pct{{pct}}/seed{{seed}}"
 FRACTION_BASELINE = f"{EFFICIENCY}/k0/{{target}}/pct{{pct}}/seed{{seed}}"
 ABLATIONS = "results/ablations"
+# A reference model (config reference_models): a published checkpoint, fine-tuned like k = 0, every path naming it.
+REFERENCE_MODEL_DIR = "resources/models/{reference}"
+REFERENCE_TOKENIZED = "results/tokenized/{reference}/{task}"  # with its own tokenizer
+REFERENCE_RUN = "results/reference/{reference}/{target}/seed{seed}"  # metrics.json and train_log.tsv
 CURVE_FILES = ["scaling.csv", "scaling_curve.pdf", "scaling_curve.png", "critical_point.csv", "transfer.csv",
                "transfer.pdf", "transfer.png", "prefinetune_loss.pdf", "prefinetune_loss.png"]
 
@@ -69,8 +80,14 @@ def variant_of(wildcards):
     return root_variant(wildcards.root)
 
 
+def reference_name(variant):
+    return variant[len(REFERENCE):]
+
+
 def run_folder(run):
     """The folder of a fine-tuning run (prefinetune.config.Run): its metrics.json and train_log.tsv."""
+    if is_reference(run.variant):
+        return REFERENCE_RUN.format(reference=reference_name(run.variant), target=run.target, seed=run.seed)
     values = {"root": variant_root(run.variant), "k": run.k, "draw": run.draw, "target": run.target,
               "seed": run.seed, "pct": run.percent}
     if run.percent is None:
@@ -114,10 +131,18 @@ def finetune_settings(wildcards):
 
 
 def finetune_meta(wildcards):
+    reference = wildcards.get("reference")
+    if reference:  # a reference model's run: no k (its row in scaling.csv is not a point of the curve)
+        return {"variant": f"{REFERENCE}{reference}", "k": None, "draw": 0, "tasks": [], "model": reference}
     k = int(wildcards.get("k", 0))
     draw = int(wildcards.get("draw", 0))
     return {"variant": root_variant(wildcards.get("root", "results")), "k": k, "draw": draw,
             "tasks": EXP.subset(k, draw) if k else [], "model": MODEL}
+
+
+def reference_params(wildcards):
+    """A reference model's entry of the config (hub and revision, or path)."""
+    return registry.plain(EXP.reference_models[wildcards.reference])
 
 
 def train_percent(wildcards):
@@ -173,8 +198,18 @@ def target_tokenized(wildcards):
     return rules.tokenize.output[0].format(task=wildcards.target)
 
 
+def reference_encoder(wildcards):
+    return rules.download_reference.output[0].format(reference=wildcards.reference)
+
+
+def reference_tokenized(wildcards):
+    """A reference model's runs read the target tokenized with its own tokenizer."""
+    return rules.tokenize_reference.output[0].format(reference=wildcards.reference, task=wildcards.target)
+
+
 def aggregate_runs(wildcards):
-    return metrics_files(EXP.curve_runs(variant_of(wildcards)))
+    """Every run of one curve, then every reference model's runs (rows reference:<name> of its table)."""
+    return metrics_files(EXP.curve_runs(variant_of(wildcards)) + EXP.reference_runs())
 
 
 def efficiency_runs():
@@ -184,6 +219,43 @@ def efficiency_runs():
 def train_logs(wildcards):
     """The pre-finetuning log of every model of one root."""
     return [rules.prefinetune.output.log_tsv.format(root=wildcards.root, k=k, draw=draw) for k, draw in EXP.models()]
+
+
+def training_output(wildcards):
+    """The output of the training job with these wildcards (how Requests knows the job)."""
+    values = dict(wildcards.items())
+    if values.get("reference"):
+        return f"{REFERENCE_RUN.format(**values)}/metrics.json"
+    if "target" not in values:
+        return rules.prefinetune.output.model.format(**values)
+    run = Run(root_variant(wildcards.get("root", "results")), int(wildcards.get("k", 0)),
+              int(wildcards.get("draw", 0)), wildcards.target, int(wildcards.seed),
+              int(values["pct"]) if "pct" in values else None)
+    return f"{run_folder(run)}/metrics.json"
+
+
+_REQUESTS = []
+
+
+def train_runtime(wildcards, attempt):
+    """sbatch -t of a training job, in minutes: the plan's estimate x plan.runtime_safety + the 5-minute warning,
+    at least plan.runtime_floor, at most the config's runtime; one value per fine-tuning rule (job arrays); a
+    retry asks for twice as long (prefinetune.plan.Requests). Estimated in the Snakemake that submits the jobs
+    (again when a job is ready: from the real token counts once its data is tokenized); inside a job, where Slurm
+    has allocated its time already, the config's runtime."""
+    if not workflow.is_main_process:
+        return plan_runtime_limit(wildcards)
+    if not _REQUESTS:
+        _REQUESTS.append(Requests(plan_jobs(), Pricer(plan_tasks(), plan_tokenized_paths(), plan_models(),
+                                                      EXP.config["plan"], EXP.config["max_length"],
+                                                      EXP.config["doc_stride"])))
+    return _REQUESTS[0].minutes(training_output(wildcards), attempt)
+
+
+def plan_runtime_limit(wildcards):
+    """The config's runtime of the job's rule, in minutes: the most it may ask for."""
+    stage = "finetune" if "target" in dict(wildcards.items()) else "prefinetune"
+    return math.ceil(duration_minutes(RES[stage]["runtime"]))
 
 
 def prefinetune_resources():
@@ -222,21 +294,39 @@ def efficiency_outputs():
 
 
 # -- the cost plan (rules/plan.smk) -------------------------------------------------------------------------------
+_PLAN_JOBS = []
+
+
 def plan_jobs():
-    """Every training job of the DAG, once each, as prefinetune.plan lists it, with the output its rule gives it."""
-    jobs = []
-    for job in training_jobs(EXP):
-        output = getattr(rules, job["rule"]).output
-        template = output.model if job["rule"] == "prefinetune" else output.metrics
-        path = template.format(root=variant_root(job["variant"]), pct=job["percent"], **job)
-        jobs.append(registry.plain({**job, "output": path}))
-    return jobs
+    """Every training job of the DAG, once each, as prefinetune.plan lists it, with the output its rule gives it
+    (computed once)."""
+    if not _PLAN_JOBS:
+        for job in training_jobs(EXP):
+            output = getattr(rules, job["rule"]).output
+            template = output.model if job["rule"] == "prefinetune" else output.metrics
+            path = template.format(root=variant_root(job["variant"]), pct=job["percent"],
+                                   reference=job.get("model"), **job)
+            _PLAN_JOBS.append(registry.plain({**job, "output": path}))
+    return _PLAN_JOBS
+
+
+def plan_tokenized_paths():
+    """{model: {task: its tokenized folder}}: the main model's tasks, and each reference model's targets."""
+    paths = {MODEL: {t: TOKENIZED.format(task=t) for t in EXP.used_tasks}}
+    for name in EXP.reference_models:
+        paths[name] = {t: REFERENCE_TOKENIZED.format(reference=name, task=t) for t in EXP.targets}
+    return paths
+
+
+def plan_models():
+    """{model: its folder}, the main model first."""
+    return {MODEL: MODEL_DIR, **{name: REFERENCE_MODEL_DIR.format(reference=name) for name in EXP.reference_models}}
 
 
 def plan_tokenized(wildcards):
-    """The tokenized data and model that exist already: the plan counts their real tokens and parameters.
+    """The tokenized data and models that exist already: the plan counts their real tokens and parameters.
     Read when the DAG is built, so that the plan reruns once data is tokenized (and is exact from then on)."""
-    paths = expand(TOKENIZED, task=EXP.used_tasks) + [MODEL_DIR]
+    paths = [p for tasks in plan_tokenized_paths().values() for p in tasks.values()] + list(plan_models().values())
     return [p for p in paths if Path(p).exists()]
 
 

@@ -5,6 +5,7 @@
 localrules:
     download_dataset,
     download_model,
+    download_reference,
 
 
 rule download_dataset:
@@ -35,5 +36,21 @@ rule download_model:
         f"logs/download/model_{MODEL}.log",
     benchmark:
         f"benchmarks/download/model_{MODEL}.tsv"
+    script:
+        "../workflow_scripts/download_model.py"
+
+
+# A reference model (config reference_models): a published checkpoint, into resources/models/<its name>.
+rule download_reference:
+    output:
+        directory(REFERENCE_MODEL_DIR),
+    params:
+        model=reference_params,
+    conda:
+        "../envs/prefinetune.yaml"
+    log:
+        "logs/download/model_{reference}.log",
+    benchmark:
+        "benchmarks/download/model_{reference}.tsv"
     script:
         "../workflow_scripts/download_model.py"

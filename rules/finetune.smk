@@ -1,5 +1,6 @@
-# Fine-tune every target with several seeds: from each pre-finetuned model, and from the original model
-# (k = 0, the baseline: computed once, shared by all draws and ablations). Settings: config finetune, with the
+# Fine-tune every target with several seeds: from each pre-finetuned model, from the original model (k = 0, the
+# baseline: computed once, shared by all draws and ablations), and from each reference model (a published
+# checkpoint, fine-tuned exactly like k = 0: results/reference/<name>/). Settings: config finetune, with the
 # target's finetune_overrides. Checkpoints go to checkpoints/<output folder> (outside the outputs, which
 # Snakemake deletes when a job fails): a rerun resumes from them. Log and checkpoint intervals and the
 # evaluation batch size are read by the job from the config, not params: changing them reruns nothing.
@@ -26,7 +27,7 @@ rule finetune:
         benchmark(FINETUNED)
     threads: RES["finetune"]["threads"]
     resources:
-        runtime=RES["finetune"]["runtime"],
+        runtime=train_runtime,  # the plan's estimate, see train_runtime in rules/common.smk
         mem_mb=RES["finetune"]["mem_mb"],
         gpu=RES["finetune"]["gpus"],
     script:
@@ -41,3 +42,16 @@ use rule finetune as finetune_baseline with:
         log(BASELINE),
     benchmark:
         benchmark(BASELINE)
+
+
+use rule finetune as finetune_reference with:
+    input:
+        encoder=reference_encoder,
+        data=reference_tokenized,
+    output:
+        metrics=f"{REFERENCE_RUN}/metrics.json",
+        log_tsv=f"{REFERENCE_RUN}/train_log.tsv",
+    log:
+        log(REFERENCE_RUN),
+    benchmark:
+        benchmark(REFERENCE_RUN)

@@ -1,5 +1,6 @@
 # The bill before launch: examples, tokens and GPU-hours of every training job of the DAG (the curve, the
-# ablations, the sample-efficiency study), per rule and in total, and each job against its runtime. A local
+# reference models, the ablations, the sample-efficiency study), per rule and in total, each job against its
+# runtime, and the time each job asks Slurm for (the same values as the rules' runtime resource). A local
 # rule: it runs offline, before anything is downloaded (rough sizes from the registry), and again once data is
 # tokenized (real token counts): the tokenized data that exists is its input.
 #   snakemake plan   ->  results/plan.tsv (summary), results/plan_jobs.tsv (one row per job)
@@ -18,8 +19,8 @@ rule cost_plan:
     params:
         jobs=plan_jobs(),
         tasks=plan_tasks(),
-        tokenized={t: TOKENIZED.format(task=t) for t in EXP.used_tasks},
-        model=MODEL_DIR,
+        tokenized=plan_tokenized_paths(),
+        models=plan_models(),
         throughput=registry.plain(EXP.config["plan"]),
         max_length=EXP.config["max_length"],
         doc_stride=EXP.config["doc_stride"],

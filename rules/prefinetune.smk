@@ -22,7 +22,7 @@ rule prefinetune:
         benchmark(PREFINETUNED)
     threads: RES["prefinetune"]["threads"]
     resources:
-        runtime=RES["prefinetune"]["runtime"],
+        runtime=train_runtime,  # the plan's estimate, see train_runtime in rules/common.smk
         mem_mb=RES["prefinetune"]["mem_mb"],
         **prefinetune_resources(),
     script:

@@ -20,3 +20,17 @@ rule tokenize:
     threads: 1
     script:
         "../workflow_scripts/tokenize.py"
+
+
+# A reference model's targets, tokenized with its own tokenizer (results/tokenized/<its name>/<task>): a published
+# checkpoint may tokenize differently from the main model, and the paths never meet.
+use rule tokenize as tokenize_reference with:
+    input:
+        data=rules.download_dataset.output[0],
+        model=rules.download_reference.output[0],
+    output:
+        directory(REFERENCE_TOKENIZED),
+    log:
+        "logs/tokenize/{reference}/{task}.log",
+    benchmark:
+        "benchmarks/tokenize/{reference}/{task}.tsv"

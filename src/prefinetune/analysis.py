@@ -11,12 +11,15 @@ import sys
 import pandas as pd
 import yaml
 
+from .config import is_reference
 from .families import ALL_METRICS
 from .io import atomic_path
 
 # One row per fine-tuning run; k = 0 is the model without pre-finetuning (draw 0, shared by all draws).
 # ``value`` is the target's primary metric (named in ``metric``); every metric of its family follows,
 # empty where the family has no such metric. ``percent`` is the share of training data (sample efficiency).
+# A reference model's run (config reference_models) has the variant reference:<name> and no k: it is a level to
+# compare the curve with, not a point of it (:func:`read_scaling` and the figures keep it apart).
 REQUIRED = ["k", "draw", "target", "seed", "metric", "value"]
 COLUMNS = ["variant", "k", "draw", "target", "family", "seed", "percent", "metric", "value", *ALL_METRICS]
 SORT_KEYS = ["k", "draw", "target", "percent", "seed"]
@@ -26,7 +29,8 @@ def collect(paths: list[str], variant: str) -> pd.DataFrame:
     """One row per ``metrics.json`` with columns ``COLUMNS``, sorted by (k, draw, target, seed).
 
     The ``variant`` column is set to ``variant`` for every row, because the k = 0 baseline runs are
-    shared by all variants and carry whichever variant name they were produced under.
+    shared by all variants and carry whichever variant name they were produced under; a reference model's run
+    keeps its own (reference:<name>), with no k. With such rows, k is an integer column with empty cells.
     """
     rows = []
     for path in paths:
@@ -35,10 +39,25 @@ def collect(paths: list[str], variant: str) -> pd.DataFrame:
         missing = [key for key in REQUIRED if key not in record]
         if missing:
             raise ValueError(f"{path}: missing required key(s) {missing}")
-        rows.append({"variant": variant, "family": record.get("family", ""), "percent": record.get("percent", 100),
-                     **{key: record[key] for key in REQUIRED}, **record.get("metrics", {})})
+        reference = is_reference(record.get("variant"))
+        rows.append({"variant": record["variant"] if reference else variant, "family": record.get("family", ""),
+                     "percent": record.get("percent", 100), **{key: record[key] for key in REQUIRED},
+                     **record.get("metrics", {})})
     df = pd.DataFrame(rows, columns=COLUMNS)
-    return df.sort_values(SORT_KEYS, ignore_index=True)
+    if df["k"].isna().any():  # reference rows: k stays whole numbers in the CSV (Int64), empty for them
+        df["k"] = df["k"].astype("Int64")
+    references = df["variant"].map(is_reference)
+    return pd.concat([df[~references].sort_values(SORT_KEYS), df[references].sort_values(["variant", "target", "seed"])],
+                     ignore_index=True)
+
+
+def split_references(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the curve's runs, the reference models' runs) of a scaling table; k of the curve's runs as integers."""
+    references = df["variant"].map(is_reference) if "variant" in df else pd.Series(False, index=df.index)
+    curve = df[~references].copy()
+    if len(curve) and "k" in curve:
+        curve["k"] = curve["k"].astype(int)
+    return curve, df[references].copy()
 
 
 def describe(groups) -> pd.DataFrame:
@@ -108,8 +127,11 @@ def critical_table(df: pd.DataFrame, variant: str, **kwargs) -> pd.DataFrame:
 
 
 def read_scaling(path: str | os.PathLike) -> pd.DataFrame:
-    """A table in the ``scaling.csv`` format; only k, draw, target, seed and value are required."""
+    """The curve's runs of a table in the ``scaling.csv`` format; only k, draw, target, seed and value are required.
+    Reference models' rows (variant reference:<name>) are left out: they are no point of the curve."""
     df = pd.read_csv(path)
+    if "variant" in df:
+        df = df[~df["variant"].map(is_reference)].reset_index(drop=True)
     missing = [c for c in CLI_REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing} (needs {CLI_REQUIRED})")

@@ -26,6 +26,8 @@ from .tasks import ConfigError, Task, read_yaml, validate_with_schema
 
 MAIN = "main"  # the variant that follows the paper; ablations are named in config["ablations"]
 MODEL_SOURCES = ("hub", "path", "build")  # exactly one says where the model comes from
+REFERENCE = "reference:"  # variant of a reference model's runs: reference:<name> (config["reference_models"])
+WARNING_MINUTES = 5  # the Slurm profile's --signal=TERM@300: the last 5 minutes of a job only save a checkpoint
 
 
 def config_sources(workflow_files, cli_files, cli_config: dict, replace_workflow_config: bool = False) -> list:
@@ -106,6 +108,7 @@ class Experiment:
         config = copy.deepcopy(config)
         where = cls(config=config, tasks={}, source=source, sources=list(sources)).where
         _check_model_source(config.get("model"), where)
+        _check_reference_sources(config.get("reference_models"), where)
         validate_with_schema(config, "config.schema.yaml", where)
         config.setdefault("seed", 0)
         config.setdefault("ablations", {})
@@ -114,6 +117,7 @@ class Experiment:
         config.setdefault("max_target_length", 128)
         config.setdefault("sample_efficiency", None)
         config.setdefault("finetune_overrides", {})
+        config.setdefault("reference_models", [])
         config["plan"] = {**DEFAULT_PLAN, **(config.get("plan") or {})}
         for resources in config["resources"].values():
             resources.setdefault("nodes", 1)
@@ -162,6 +166,10 @@ class Experiment:
             if not (Path(model_path).expanduser() / "config.json").is_file():
                 self._fail("model.path", f"{model_path} has no config.json (not a folder saved by save_pretrained)")
         self._check_model_fits_tasks()
+        self._check_reference_models()
+        if duration_minutes(c["plan"]["runtime_floor"]) <= WARNING_MINUTES:
+            self._fail("plan.runtime_floor", f"{c['plan']['runtime_floor']} must be longer than the {WARNING_MINUTES} "
+                       "minutes before a job's time limit in which it only saves a checkpoint (--signal=TERM@300)")
         has_span = any(self.tasks[t].type == "span" for t in self.used_tasks)
         if has_span and c["doc_stride"] >= c["max_length"]:  # only span tasks cut passages into windows
             default = "" if stride_given else " (the default)"
@@ -188,6 +196,29 @@ class Experiment:
             saved = json.loads((Path(model["path"]).expanduser() / "config.json").read_text())
             if not saved.get("is_encoder_decoder"):
                 self._fail("model.path", f"{model['path']} holds an encoder ({saved.get('model_type', '?')}); {why}")
+
+    def _check_reference_models(self) -> None:
+        """Names unique and not the model's own (they name paths); a local folder exists and holds a saved model,
+        an encoder-decoder where a target is summarization (a hub model's config is read once downloaded)."""
+        names = [self.config["model"]["name"]]
+        seq2seq = [t for t in self.targets if family(self.tasks[t]).model.needs_seq2seq]
+        for i, ref in enumerate(self.config["reference_models"]):
+            field = f"reference_models[{i}]"
+            if ref["name"] in names:
+                which = "the model's own name" if ref["name"] == names[0] else "the name of another reference model"
+                self._fail(f"{field}.name", f"{ref['name']} is {which}; every model needs a name of its own (it names "
+                           "its folders: resources/models/<name>, results/tokenized/<name>, results/reference/<name>)")
+            names.append(ref["name"])
+            if "path" in ref:
+                folder = Path(ref["path"]).expanduser()
+                if not folder.is_dir():
+                    self._fail(f"{field}.path", f"{ref['path']}: no such folder")
+                if not (folder / "config.json").is_file():
+                    self._fail(f"{field}.path", f"{ref['path']} has no config.json (not a folder saved by save_pretrained)")
+                saved = json.loads((folder / "config.json").read_text())
+                if seq2seq and not saved.get("is_encoder_decoder"):
+                    self._fail(f"{field}.path", f"{ref['path']} holds an encoder ({saved.get('model_type', '?')}); "
+                               f"{seq2seq[0]} is a summarization target, which needs an encoder-decoder model")
 
     # -- queries used by the Snakefile ---------------------------------------------------------------------
     @property
@@ -229,6 +260,11 @@ class Experiment:
         """Every task some job needs: the pool and the targets, in a stable order."""
         return list(dict.fromkeys([*self.config["pool"], *self.config["targets"], *self.efficiency_targets]))
 
+    @property
+    def reference_models(self) -> dict[str, dict]:
+        """The published checkpoints fine-tuned beside the curve, by name (config reference_models)."""
+        return {ref["name"]: ref for ref in self.config["reference_models"]}
+
     def order(self, draw: int) -> list[str]:
         c = self.config
         return task_order(c["pool"], c["targets"], c["protocol"], c["seed"], draw)
@@ -250,6 +286,12 @@ class Experiment:
             models = [(MAIN, 0)] if k == 0 else [(variant, draw) for draw in self.draws]
             runs += [Run(v, k, draw, target, seed) for v, draw in models for target in targets for seed in self.seeds]
         return runs
+
+    def reference_runs(self) -> list[Run]:
+        """Every run of the reference models: each fine-tuned on the targets with the seeds of k = 0 (variant
+        reference:<name>; k and draw 0 only place the run, its row in scaling.csv has no k)."""
+        return [Run(f"{REFERENCE}{name}", 0, 0, target, seed) for name in self.reference_models
+                for target in self.targets for seed in self.seeds]
 
     def efficiency_runs(self) -> list[Run]:
         """Every run of the sample-efficiency study: each of its targets, percents and seeds, from every model of
@@ -310,6 +352,29 @@ def run_options(config: dict, stage: str) -> dict:
     changing them reruns nothing. Ablations use the prefinetune section's."""
     section = config.get(stage) or {}
     return {k: section.get(k, DEFAULT_TRAIN[k]) for k in RUN_OPTIONS}
+
+
+def _check_reference_sources(references, where) -> None:
+    """Each reference model names exactly one of hub and path (a published checkpoint: no build)."""
+    if not isinstance(references, list):
+        return  # the schema says what is wrong
+    for i, ref in enumerate(references):
+        if not isinstance(ref, dict):
+            continue
+        given = [key for key in ("hub", "path") if key in ref]
+        if len(given) != 1:
+            what = "hub and path given at once" if given else "no hub or path given"
+            raise ConfigError(f"{where(('reference_models', i))}: reference_models[{i}]: {what}; give one of hub, path")
+
+
+def duration_minutes(text: str) -> float:
+    """A duration with a unit (``30s``, ``15m``, ``4h``, ``1d``; the schema's pattern for runtimes) in minutes."""
+    return int(text[:-1]) * {"s": 1 / 60, "m": 1, "h": 60, "d": 1440}[text[-1]]
+
+
+def is_reference(variant) -> bool:
+    """Whether a run's variant is a reference model's (reference:<name>), not a point of a curve."""
+    return isinstance(variant, str) and variant.startswith(REFERENCE)
 
 
 def report_to(config: dict) -> list[str]:
@@ -377,4 +442,7 @@ GENERATION_READS = ("label_smoothing",)  # read only where a job's tasks include
 
 # The cost plan (prefinetune.plan): throughput assumed where no measured tokens_per_s is given; bf16, what training
 # runs in on a GPU by default (precision: auto).
-DEFAULT_PLAN = {"gpu": "a100", "precision": "bf16", "mfu": 0.3, "tokens_per_s": None, "model_params": None}
+DEFAULT_PLAN = {"gpu": "a100", "precision": "bf16", "mfu": 0.3, "tokens_per_s": None, "model_params": None,
+                # What each training job asks Slurm for (prefinetune.plan.asked_minutes): its estimate x runtime_safety,
+                # plus the 5-minute warning, at least runtime_floor, at most the rule's resources.<rule>.runtime.
+                "runtime_safety": 2.0, "runtime_floor": "15m"}

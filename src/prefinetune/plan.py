@@ -14,15 +14,23 @@ guessed mean length per row). A job is exact only if all its tasks are.
   bench/throughput.py prints it), or the FLOPs rule ``6 x params x tokens`` at ``plan.mfu`` of the GPU's peak.
   Left out: start-up, evaluation (one forward pass over the validation split), checkpoint writes. A job of
   several GPUs is assumed to run that many times faster.
+- What a job asks Slurm for (:func:`asked_minutes`): its estimate x ``plan.runtime_safety``, plus the 5-minute
+  warning, at least ``plan.runtime_floor``, at most its rule's ``resources.<rule>.runtime``. The rules of
+  :data:`ARRAY_RULES`, which the Slurm profile submits as job arrays, ask for one runtime per rule: an array has
+  one time limit for all its tasks (the executor plugin takes its first task's), so each of their jobs asks for
+  what the rule's longest job needs. :class:`Requests` gives the rules these values while the DAG is built
+  (rules/common.smk), from the same estimate as the bill.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import DEFAULT_TRAIN, MAIN, Experiment, finetune_steps, prefinetune_steps
+from .config import (DEFAULT_PLAN, DEFAULT_TRAIN, MAIN, WARNING_MINUTES, Experiment, duration_minutes,
+                     finetune_steps, prefinetune_steps)
 from .io import write_text
 from .sampling import mixing_probabilities
 from .tasks import ConfigError
@@ -37,7 +45,10 @@ PEAK_TFLOPS = {
     "h100": {"bf16": 989.0, "tf32": 495.0, "fp32": 67.0},  # SXM
     "h200": {"bf16": 989.0, "tf32": 495.0, "fp32": 67.0},
 }
-WARNING_MINUTES = 5  # the Slurm profile's --signal=TERM@300: the last 5 minutes of a job only save a checkpoint
+# The rules slurm/config.yaml submits as job arrays (slurm-array-jobs; a test checks that the two agree). Every job
+# of one of them asks for the same runtime, what the rule's longest job needs (see add_requests and Requests).
+ARRAY_RULES = ("finetune", "finetune_baseline", "finetune_fraction", "finetune_fraction_baseline",
+               "finetune_reference")
 
 
 @dataclass(frozen=True)
@@ -68,26 +79,159 @@ def training_jobs(exp: Experiment) -> list[dict]:
                      "label": run.target, **asdict(run), "percent": run.percent or 100, "tasks": [run.target],
                      "settings": exp.finetune_settings(run.target), "runtime": fine["runtime"],
                      "gpus": max(1, fine["gpus"])})
+    for run in exp.reference_runs():  # a published checkpoint, fine-tuned like k = 0, priced on its own model
+        jobs.append({"rule": "finetune_reference", "part": "reference", "label": run.target, **asdict(run),
+                     "model": run.variant.split(":", 1)[1], "percent": 100, "tasks": [run.target],
+                     "settings": exp.finetune_settings(run.target), "runtime": fine["runtime"],
+                     "gpus": max(1, fine["gpus"])})
     return jobs
 
 
-def write_bill(jobs: list[dict], tasks: dict, tokenized: dict[str, str], model_dir: str, throughput: dict,
-               max_length: int, doc_stride: int, summary_path: str, jobs_path: str) -> str:
+def write_bill(jobs: list[dict], pricer: "Pricer", summary_path: str, jobs_path: str) -> str:
     """Price ``jobs`` (with their ``output``), write the summary and the per-job table, return the printed bill.
-    Task sizes are exact where ``tokenized`` data exists, else rough from the registry (``tasks``); the model's
-    parameters come from ``model_dir`` once it exists, else from the config (``throughput["model_params"]``)."""
-    sizes = {name: exact_size(path) if Path(path).exists() else rough_size(name, tasks[name], max_length, doc_stride)
-             for name, path in tokenized.items()}
-    params = model_parameters(model_dir) if Path(model_dir).exists() else throughput["model_params"]
-    if not params:
-        raise ConfigError(f"plan.model_params: needed until the model is in {model_dir} (run the download_model "
-                          "rule, or give the model's parameter count)")
-    rate, basis = tokens_per_second(throughput, params)
-    rows = estimate(jobs, sizes, rate)
+    Task sizes are exact where a model's tokenized data exists, else rough from the registry; a model's
+    parameters come from its folder once it exists, else from ``plan.model_params`` (see :class:`Pricer`)."""
+    rate, basis = pricer.rate(None)
+    if rate is None:
+        raise ConfigError(f"plan.model_params: needed until the model is in {pricer.model_dirs[pricer.main]} (run the "
+                          "download_model rule, or give the model's parameter count)")
+    rows = pricer.estimate(jobs)
     summary = summarize(rows)
     write_text(summary_path, tsv(summary))
     write_text(jobs_path, tsv(rows))
-    return bill(summary, over_runtime(rows), basis) + "\n".join(budget_lines(jobs, sizes, rate)) + "\n"
+    main_jobs = [j for j in jobs if not j.get("model")]
+    return (bill(summary, over_runtime(rows), basis, pricer.throughput) +
+            "\n".join(budget_lines(main_jobs, pricer.sizes(None), rate)) + "\n")
+
+
+class Pricer:
+    """Task sizes and throughput for pricing jobs, read when first asked and kept. A task's size is rough (from the
+    registry) until its tokenized data exists, then exact (read once); a model's throughput comes from its
+    parameters, counted from its folder once it exists, else ``plan.model_params`` (a reference model not yet
+    downloaded is assumed as large as the main model). So the same object prices before and after the data is
+    tokenized, and a running Snakemake, which evaluates a job's resources again when the job is ready, asks for
+    its runtime from the real token counts.
+
+    ``tasks``: registry fields per task (type, num_labels, size, source); ``tokenized``: {model: {task: folder}};
+    ``model_dirs``: {model: folder}, the main model first; ``throughput``: the config's ``plan`` section with its
+    defaults. A job names its model in ``model`` (a reference model), or none (the main model)."""
+
+    def __init__(self, tasks: dict, tokenized: dict, model_dirs: dict, throughput: dict, max_length: int,
+                 doc_stride: int):
+        self.tasks, self.tokenized, self.model_dirs = tasks, tokenized, model_dirs
+        self.throughput, self.max_length, self.doc_stride = {**DEFAULT_PLAN, **throughput}, max_length, doc_stride
+        self.main = next(iter(model_dirs))
+        self._exact: dict[tuple[str, str], TaskSize] = {}
+        self._rough: dict[str, TaskSize] = {}
+        self._params: dict[str, int] = {}
+
+    def size(self, model: str | None, task: str) -> TaskSize:
+        key = (model or self.main, task)
+        if key not in self._exact:
+            path = self.tokenized[key[0]][task]
+            if not Path(path).exists():
+                if task not in self._rough:
+                    self._rough[task] = rough_size(task, self.tasks[task], self.max_length, self.doc_stride)
+                return self._rough[task]
+            self._exact[key] = exact_size(path)
+        return self._exact[key]
+
+    def sizes(self, model: str | None) -> "_Sizes":
+        """The sizes of one model's tasks, as the mapping job_work reads."""
+        return _Sizes(self, model)
+
+    def rate(self, model: str | None) -> tuple[float | None, str]:
+        """Real tokens/s per GPU on ``model`` and how it was obtained; None where its parameters are not known yet
+        (no folder, no plan.model_params)."""
+        model = model or self.main
+        if self.throughput["tokens_per_s"]:
+            return tokens_per_second(self.throughput, 0)
+        if model not in self._params:
+            folder = self.model_dirs.get(model)
+            if folder is not None and Path(folder).exists():
+                self._params[model] = model_parameters(folder)
+            elif self.throughput["model_params"]:
+                return tokens_per_second(self.throughput, self.throughput["model_params"])
+            else:
+                return None, "unknown until the model is downloaded (or plan.model_params is given)"
+        return tokens_per_second(self.throughput, self._params[model])
+
+    def hours(self, job: dict) -> float | None:
+        """Wall hours of one job on its GPUs; None while its model's parameters are unknown."""
+        rate = self.rate(job.get("model"))[0]
+        if rate is None:
+            return None
+        return job_work(job, self.sizes(job.get("model")))[1] / rate / 3600 / max(1, job["gpus"])
+
+    def estimate(self, jobs: list[dict]) -> list[dict]:
+        """The bill's rows (see :func:`estimate`), each job priced on its own model."""
+        rows = []
+        for job in jobs:
+            sizes = self.sizes(job.get("model"))
+            rows.append(row(job, *job_work(job, sizes), self.rate(job.get("model"))[0], sizes))
+        return add_requests(rows, self.throughput)
+
+
+class _Sizes:
+    """One model's task sizes, read through its Pricer."""
+
+    def __init__(self, pricer: Pricer, model: str | None):
+        self.pricer, self.model = pricer, model
+
+    def __getitem__(self, task: str) -> TaskSize:
+        return self.pricer.size(self.model, task)
+
+
+def asked_minutes(hours: float | None, runtime: str, plan: dict) -> int:
+    """What a job asks Slurm for, in whole minutes: its estimated ``hours`` x ``plan["runtime_safety"]`` plus the
+    5-minute warning (in which it only saves a checkpoint), at least ``plan["runtime_floor"]``, at most
+    ``runtime`` (the config's ``resources.<rule>.runtime``, the most a job may ask for). Without an estimate
+    (its model's size not known yet): ``runtime``."""
+    limit = math.ceil(duration_minutes(runtime))
+    if hours is None:
+        return limit
+    want = math.ceil(round(hours * 60 * plan["runtime_safety"] + WARNING_MINUTES, 6))
+    return min(limit, max(math.ceil(duration_minutes(plan["runtime_floor"])), want))
+
+
+def minutes_text(minutes: int) -> str:
+    """90 -> '1h30m', 15 -> '15m', 1440 -> '24h' (what sbatch -t and Snakemake's runtime read)."""
+    hours, rest = divmod(int(minutes), 60)
+    return (f"{hours}h{rest:02d}m" if rest else f"{hours}h") if hours else f"{rest}m"
+
+
+def work_key(job: dict) -> str:
+    """What a job's estimate depends on: jobs with the same key cost the same (they differ in seed, draw, output)."""
+    return json.dumps([job["rule"], job.get("model"), job["tasks"], job["percent"], job["settings"], job["gpus"],
+                       job["runtime"]], sort_keys=True, default=str)
+
+
+class Requests:
+    """The runtime each training job asks Slurm for, computed while the DAG is built (rules/common.smk) from the
+    plan's estimate (:class:`Pricer`) with :func:`asked_minutes`; every job of a rule of ARRAY_RULES asks for its
+    rule's longest. Jobs are found by their output (``output`` of plan_jobs' rows); the estimate is computed once
+    per kind of job (:func:`work_key`): the thousands of fine-tuning jobs of the paper's config are a few dozen
+    kinds (target, share, model)."""
+
+    def __init__(self, jobs: list[dict], pricer: Pricer):
+        self.pricer = pricer
+        self.jobs = {job["output"]: job for job in jobs}
+        self.kinds: dict[str, dict[str, dict]] = {}  # rule -> {work_key: a job of that kind}
+        for job in jobs:
+            self.kinds.setdefault(job["rule"], {}).setdefault(work_key(job), job)
+
+    def _asked(self, job: dict) -> int:
+        return asked_minutes(self.pricer.hours(job), job["runtime"], self.pricer.throughput)
+
+    def minutes(self, output: str, attempt: int = 1) -> int:
+        """Minutes for the job that writes ``output``; a retry (``attempt`` > 1) asks for twice the attempt before,
+        at most its rule's runtime."""
+        job = self.jobs[output]
+        if job["rule"] in ARRAY_RULES:
+            asked = max(self._asked(kind) for kind in self.kinds[job["rule"]].values())
+        else:
+            asked = self._asked(job)
+        return min(math.ceil(duration_minutes(job["runtime"])), asked * 2 ** (max(1, attempt) - 1))
 
 
 def rough_size(name: str, task: dict, max_length: int, doc_stride: int) -> TaskSize:
@@ -188,22 +332,42 @@ def runtime_hours(runtime: str) -> float:
     return value * {"s": 1 / 3600, "m": 1 / 60, "h": 1, "d": 24}[unit]
 
 
-def estimate(jobs: list[dict], sizes: dict[str, TaskSize], rate: float) -> list[dict]:
-    """One row per job: its work, GPU-hours, wall hours on its GPUs, and whether that fits its runtime."""
-    rows = []
-    for job in jobs:
-        items, tokens = job_work(job, sizes)
-        gpu_hours = tokens / rate / 3600
-        hours = gpu_hours / max(1, job["gpus"])
-        limit = runtime_hours(job["runtime"])
-        useful = limit - WARNING_MINUTES / 60  # the time of one attempt that trains
-        fits = hours <= useful
-        rows.append({"part": job["part"], "rule": job["rule"], "job": job["label"], "output": job["output"],
-                     "examples": items, "tokens": round(tokens), "gpu_hours": gpu_hours, "hours": hours,
-                     "runtime": job["runtime"], "fits": fits,
-                     "needs": "" if fits else f"{math.ceil(hours + WARNING_MINUTES / 60)}h",
-                     "attempts": max(1, math.ceil(hours / useful)),  # resuming each time from the last checkpoint
-                     "basis": "exact" if all(sizes[t].exact for t in job["tasks"]) else "rough"})
+def estimate(jobs: list[dict], sizes: dict[str, TaskSize], rate: float, plan: dict | None = None) -> list[dict]:
+    """One row per job: its work, GPU-hours, wall hours on its GPUs, whether that fits its runtime, and what it asks
+    Slurm for (``asks``, see :func:`add_requests`; ``plan``'s safety and floor, else the defaults). All jobs on
+    one model (``sizes``, ``rate``); :meth:`Pricer.estimate` prices each job on its own."""
+    rows = [row(job, *job_work(job, sizes), rate, sizes) for job in jobs]
+    return add_requests(rows, {**DEFAULT_PLAN, **(plan or {})})
+
+
+def row(job: dict, items: int, tokens: float, rate: float, sizes) -> dict:
+    """The bill's row of one job, before its request (:func:`add_requests`)."""
+    gpu_hours = tokens / rate / 3600
+    hours = gpu_hours / max(1, job["gpus"])
+    limit = runtime_hours(job["runtime"])
+    useful = limit - WARNING_MINUTES / 60  # the time of one attempt that trains
+    fits = hours <= useful
+    return {"part": job["part"], "rule": job["rule"], "job": job["label"], "output": job["output"],
+            "examples": items, "tokens": round(tokens), "gpu_hours": gpu_hours, "hours": hours,
+            "runtime": job["runtime"], "fits": fits,
+            "needs": "" if fits else f"{math.ceil(hours + WARNING_MINUTES / 60)}h",
+            "attempts": max(1, math.ceil(hours / useful)),  # resuming each time from the last checkpoint
+            "basis": "exact" if all(sizes[t].exact for t in job["tasks"]) else "rough",
+            "gpus": max(1, job["gpus"])}
+
+
+def add_requests(rows: list[dict], plan: dict) -> list[dict]:
+    """Each row's request, as Slurm gets it: ``asks`` (e.g. 1h30m) and ``asks_minutes``, from
+    :func:`asked_minutes`; the jobs of a rule of ARRAY_RULES all ask for the rule's longest."""
+    for r in rows:
+        r["asks_minutes"] = asked_minutes(r["hours"], r["runtime"], plan)
+    for rule in {r["rule"] for r in rows} & set(ARRAY_RULES):
+        longest = max(r["asks_minutes"] for r in rows if r["rule"] == rule)
+        for r in rows:
+            if r["rule"] == rule:
+                r["asks_minutes"] = longest
+    for r in rows:
+        r["asks"] = minutes_text(r["asks_minutes"])
     return rows
 
 
@@ -222,9 +386,16 @@ def summarize(rows: list[dict]) -> list[dict]:
                     "longest_job_hours": max(r["hours"] for r in rs),
                     "runtime": ",".join(sorted({r["runtime"] for r in rs})),
                     "jobs_over_runtime": sum(not r["fits"] for r in rs),
-                    "basis": basis.pop() if len(basis) == 1 else "mixed"})
-    order = {"curve": 0, "ablations": 1, "sample_efficiency": 2, "total": 3}
+                    "basis": basis.pop() if len(basis) == 1 else "mixed",
+                    "asks": _span(r["asks_minutes"] for r in rs),
+                    "asked_gpu_hours": sum(r["asks_minutes"] / 60 * r["gpus"] for r in rs)})
+    order = {"curve": 0, "reference": 1, "ablations": 2, "sample_efficiency": 3, "total": 4}
     return sorted(out, key=lambda r: (order.get(r["part"], 9), r["rule"] == "all rules"))
+
+
+def _span(minutes) -> str:
+    values = sorted(set(minutes))
+    return minutes_text(values[0]) if len(values) == 1 else f"{minutes_text(values[0])}-{minutes_text(values[-1])}"
 
 
 def over_runtime(rows: list[dict]) -> list[str]:
@@ -249,13 +420,21 @@ def tsv(rows: list[dict]) -> str:
     return "\n".join(["\t".join(rows[0]), *("\t".join(cell(v) for v in r.values()) for r in rows)]) + "\n"
 
 
-def bill(summary: list[dict], over: list[str], throughput: str) -> str:
-    """The printed bill: throughput, the summary table, and the jobs that exceed their runtime."""
-    head = f"{'part':<18} {'rule':<27} {'jobs':>5} {'examples':>13} {'tokens':>16} {'GPU-h':>10} {'longest h':>9} {'over':>5}  basis"
+def bill(summary: list[dict], over: list[str], throughput: str, plan: dict | None = None) -> str:
+    """The printed bill: throughput, the summary table with what its jobs ask Slurm for, and the jobs that exceed
+    their runtime."""
+    head = (f"{'part':<18} {'rule':<27} {'jobs':>5} {'examples':>13} {'tokens':>16} {'GPU-h':>10} {'longest h':>9} "
+            f"{'over':>5}  {'asks':<13} {'asked GPU-h':>11}  basis")
     lines = [f"Cost plan. Throughput: {throughput}.", head]
     for r in summary:
         lines.append(f"{r['part']:<18} {r['rule']:<27} {r['jobs']:>5} {r['examples']:>13,} {r['tokens']:>16,} "
-                     f"{r['gpu_hours']:>10,.2f} {r['longest_job_hours']:>9.1f} {r['jobs_over_runtime']:>5}  {r['basis']}")
+                     f"{r['gpu_hours']:>10,.2f} {r['longest_job_hours']:>9.1f} {r['jobs_over_runtime']:>5}  "
+                     f"{r['asks']:<13} {r['asked_gpu_hours']:>11,.1f}  {r['basis']}")
+    if plan is not None:
+        lines.append(f"asks: the time each job asks Slurm for (sbatch -t): its estimate x {plan['runtime_safety']:g} "
+                     f"(plan.runtime_safety) + {WARNING_MINUTES} min, at least {plan['runtime_floor']} "
+                     "(plan.runtime_floor), at most its rule's runtime; the rules submitted as job arrays ask for "
+                     "their longest job's")
     lines.append("Jobs over their runtime (estimate + the 5-minute warning > runtime):" if over else
                  "Every job fits its runtime.")
     lines += [f"  {line}" for line in over]

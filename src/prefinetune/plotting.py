@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .analysis import (curve_series, describe, efficiency_summary, read_scaling, standardised_mean,  # noqa: E402
-                       summarize, write_table)
+from .analysis import (curve_series, describe, efficiency_summary, read_scaling, split_references,  # noqa: E402
+                       standardised_mean, summarize, write_table)
 from .bootstrap import by_k, grid, interval, resample  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
@@ -108,10 +108,38 @@ def _save(fig, pdf_path, png_path) -> None:
     plt.close(fig)
 
 
+def _references(ax, references: pd.DataFrame) -> None:
+    """Each reference model as a horizontal band across the panel: its mean over seeds (dash-dot line) plus or
+    minus one standard deviation (shaded), in a colour of its own."""
+    for i, (variant, runs) in enumerate(references.groupby("variant", sort=True)):
+        colour = f"C{(i + 2) % 10}"  # C0: the curve, C1: free, C3: the critical point
+        mean, sd = runs["value"].mean(), runs["value"].std()
+        sd = 0.0 if pd.isna(sd) else sd
+        name = str(variant).split(":", 1)[1]
+        ax.axhspan(mean - sd, mean + sd, color=colour, alpha=0.12, linewidth=0)
+        ax.axhline(mean, color=colour, linestyle="-.", linewidth=1.2, label=f"{name} (reference), mean ± std")
+
+
+def standardised_references(curve: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
+    """The reference models' runs on the mean panel's scale: each target's value standardised with the curve's
+    own centre (its k = 0 mean) and spread (as analysis.standardised_mean does), then averaged over targets per
+    (variant, seed)."""
+    values = curve["value"].groupby(curve["target"])
+    centre = curve[curve["k"] == 0].groupby("target")["value"].mean().reindex(values.mean().index)
+    centre = centre.fillna(values.mean())
+    sd = values.std()
+    sd = sd.where(sd > 0, 1.0).fillna(1.0)
+    scaled = references.assign(value=(references["value"] - references["target"].map(centre))
+                               / references["target"].map(sd))
+    return scaled.groupby(["variant", "seed"], as_index=False)["value"].mean()
+
+
 def scaling_figure(df: pd.DataFrame, title: str, critical: pd.DataFrame | None = None):
     """The scaling curve of ``df`` (the table of ``analysis.collect``): one panel per target (y = that target's
     metric) plus a panel of the standardised mean over targets; with ``critical`` (the critical-point table),
-    each identified k_c, its interval, the hinge fit and the break-even k."""
+    each identified k_c, its interval, the hinge fit and the break-even k. Reference models' rows (variant
+    reference:<name>) are horizontal bands (mean ± std over their seeds) on every panel."""
+    df, references = split_references(df)
     stats = summarize(df)
     metric_of = df.groupby("target")["metric"].first()
     targets = sorted(metric_of.index)
@@ -123,9 +151,12 @@ def scaling_figure(df: pd.DataFrame, title: str, critical: pd.DataFrame | None =
         flat = np.ravel(axes)
         for ax, target in zip(flat, targets):
             _panel(ax, df[df["target"] == target], stats[stats["target"] == target], target, metric_of[target])
+            _references(ax, references[references["target"] == target])
             _critical(ax, rows.get(target), k_max)
         mean_ax = flat[len(targets)]
         _panel(mean_ax, mean_runs, describe(mean_runs.groupby("k")), MEAN_PANEL, MEAN_YLABEL)
+        if len(references):
+            _references(mean_ax, standardised_references(df, references))
         _critical(mean_ax, rows.get("mean"), k_max)
         _hide_unused(axes, len(targets) + 1)
         _finish(fig, axes, title)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -61,7 +62,7 @@ def logging_to(path: str, history: str | Path | None = None):
             log = Tee(log, files.enter_context(open(history, "a", buffering=1)))
         job = os.environ.get("SLURM_JOB_ID")
         print(f"=== attempt started {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}, process "
-              f"{os.getpid()}{f', Slurm job {job}' if job else ''} ===", file=log)
+              f"{os.getpid()}{f', Slurm job {job}' if job else ''}, Python {sys.executable} ===", file=log)
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             try:
                 yield log

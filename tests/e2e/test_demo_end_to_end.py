@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ import yaml
 
 from prefinetune.analysis import COLUMNS
 from prefinetune.breakpoint import COLUMNS as CRITICAL_COLUMNS
+from prefinetune.data import load_tokenized
 from workflow_helpers import REPO, job_counts, load_config, snakemake, stop_at_first_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -173,6 +175,7 @@ def test_settings_that_do_not_change_a_result_rerun_nothing(demo):
         "finetune.seed": 9, "finetune.temperature": 2.0,  # the seed wildcard decides; one task: no mixing
         "sample_efficiency.seed": 5,  # orders the shares of the study, not the main curve's whole splits
         "plan.mfu": 0.5, "resources.finetune.runtime": "20m",
+        "plan.runtime_safety": 3.0, "plan.runtime_floor": "30m",  # what the jobs ask Slurm for
     }
     for path, value in changes.items():
         out = dry_run(demo, "--configfile", str(_with_config(demo, _set(path, value))))
@@ -198,6 +201,68 @@ def test_reordering_a_configs_keys_reruns_nothing(demo):
     text = reordered.read_text()
     assert text.index("resources:") < text.index("registry:")  # the file really lists its keys in another order
     assert "Nothing to be done" in dry_run(demo, "--configfile", str(reordered))
+
+
+def test_a_reference_model_is_fine_tuned_like_k0_beside_the_curve(demo, tmp_path):
+    """A published checkpoint, stood in for by a model built here and given by path: it is downloaded, its targets
+    tokenized with its own tokenizer and fine-tuned with the seeds and settings of k = 0, all under paths that name
+    it; its runs are rows reference:<name> of scaling.csv, bands on the curve and in the report, and the critical
+    point and transfer map stay exactly as they were. On a copy of the finished run, which it leaves as it is."""
+    from prefinetune.analysis import split_references
+    from prefinetune.models import fetch, texts_of
+    from prefinetune.plotting import scaling_figure
+
+    config = load_config()
+    work = tmp_path / "work"
+    shutil.copytree(demo, work, symlinks=True)  # copy2: modification times kept, so nothing else looks stale
+    standin = tmp_path / "standin"  # another vocabulary size, so another tokenizer than the demo model's
+    fetch({"name": "standin", "build": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                        "intermediate_size": 64, "vocab_size": 700, "seed": 1}}, standin,
+          texts=texts_of([work / "resources/datasets" / t for t in config["targets"]]))
+    mine = tmp_path / "reference.yaml"
+    mine.write_text(yaml.safe_dump({"reference_models": [{"name": "standin", "path": str(standin)}]}))
+
+    out = dry_run(work, "--configfile", str(mine))
+    downstream = {job: n for job, n in CURVE_JOBS.items() if job != "plot_losses"}
+    assert job_counts(out) == {"download_reference": 1, "tokenize_reference": 2, "finetune_reference": 4, **downstream}
+    for block in out.split("\nrule ")[1:]:  # every output of a reference job names the model
+        if block.startswith(("download_reference", "tokenize_reference", "finetune_reference")):
+            outputs = block.split("output: ", 1)[1].split("\n", 1)[0].split(", ")
+            assert all("/standin" in o for o in outputs), outputs
+
+    result = snakemake(work, "--cores", "2", "--configfile", str(mine))
+    assert result.returncode == 0, result.stderr[-3000:]
+    before, after = demo / "results", work / "results"
+    table = pd.read_csv(after / "scaling.csv")
+    curve, references = split_references(table)
+    original = pd.read_csv(before / "scaling.csv")
+    pd.testing.assert_frame_equal(curve.reset_index(drop=True), original)  # the curve's rows as they were
+    assert len(references) == 4 and set(references.variant) == {"reference:standin"} and references.k.isna().all()
+    k0 = original[original.k == 0]
+    assert sorted(zip(references.target, references.seed)) == sorted(zip(k0.target, k0.seed))
+    assert (references.draw == 0).all() and references.value.between(0, 1).all()
+    for name in ("critical_point.csv", "transfer.csv"):  # reference rows are no point of the curve
+        assert (after / name).read_bytes() == (before / name).read_bytes(), name
+
+    run = json.loads((after / "reference/standin/syn_target_pair/seed1/metrics.json").read_text())
+    assert run["encoder"]["path"] == "resources/models/standin" and run["model"] == "standin" and run["k"] is None
+    baseline = json.loads((after / "finetune/k0/syn_target_pair/seed1/metrics.json").read_text())
+    settings = ("steps", "train_examples", "percent", "head")
+    assert {key: run[key] for key in settings} == {key: baseline[key] for key in settings}  # fine-tuned like k = 0
+    own, main = (load_tokenized(after / "tokenized" / m / "syn_target_pair", "train")["input_ids"][0]
+                 for m in ("standin", config["model"]["name"]))
+    assert own != main  # tokenized with its own tokenizer, in a folder of its own
+
+    figure = scaling_figure(table, "test")
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert "standin (reference), mean ± std" in legend
+    report = snakemake(work, "--configfile", str(mine), "--report", "results/report.html")
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (after / "report.html").read_text()
+    assert "are the reference models of the config" in html and "is a horizontal band" in html
+    assert "Nothing to be done" in dry_run(work, "--configfile", str(mine))
+    mine.write_text(yaml.safe_dump({"reference_models": [{"path": str(standin), "name": "standin"}]}, sort_keys=False))
+    assert "Nothing to be done" in dry_run(work, "--configfile", str(mine))  # its keys in another order
 
 
 def test_each_result_changing_setting_reruns_exactly_the_jobs_it_affects(demo):

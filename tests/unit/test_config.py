@@ -400,3 +400,38 @@ def test_report_to_wandb_needs_wandb_installed(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     assert "report_to[1]: wandb is not installed" in config_error(cfg)
+
+
+# -- reference models and the runtime each job asks for -------------------------------------------------------------
+def test_reference_models_are_fine_tuned_like_k0_under_names_of_their_own(tmp_path):
+    saved = tmp_path / "ref"
+    saved.mkdir()
+    (saved / "config.json").write_text('{"model_type": "bert"}')
+    exp = Experiment.from_config(config(reference_models=[{"name": "ref", "path": str(saved)},
+                                                          {"name": "hubbed", "hub": "org/m", "revision": "abc"}]), REPO)
+    assert list(exp.reference_models) == ["ref", "hubbed"]
+    runs = exp.reference_runs()
+    k0 = [r for r in exp.curve_runs(MAIN) if r.k == 0]
+    assert len(runs) == 2 * len(k0)
+    assert {(r.target, r.seed) for r in runs if r.variant == "reference:ref"} == {(r.target, r.seed) for r in k0}
+    assert Experiment.from_config(config(), REPO).reference_runs() == []  # none by default
+
+
+@pytest.mark.parametrize("references, field, words", [
+    ([{"name": "tiny-roberta", "hub": "org/m"}], "reference_models[0].name", "the model's own name"),
+    ([{"name": "a", "hub": "org/m"}, {"name": "a", "hub": "org/n"}], "reference_models[1].name", "another reference"),
+    ([{"name": "a", "path": "no/such/folder"}], "reference_models[0].path", "no such folder"),
+    ([{"name": "a", "hub": "org/m", "path": "."}], "reference_models[0]", "hub and path given at once"),
+    ([{"name": "a"}], "reference_models[0]", "no hub or path given"),
+    ([{"name": "a/b", "hub": "org/m"}], "reference_models[0].name", "does not match"),
+])
+def test_bad_reference_model(references, field, words):
+    msg = config_error(config(reference_models=references))
+    assert f": {field}:" in msg and words in msg
+
+
+def test_runtime_floor_must_exceed_the_warning():
+    assert Experiment.from_config(config(plan={"runtime_floor": "6m"}), REPO).config["plan"]["runtime_safety"] == 2.0
+    assert "plan.runtime_floor: 5m must be longer than the 5 minutes" in config_error(config(plan={"runtime_floor": "5m"}))
+    assert "plan.runtime_safety" in config_error(config(plan={"runtime_safety": 0.5}))
+    assert "plan.runtime_floor" in config_error(config(plan={"runtime_floor": "15"}))

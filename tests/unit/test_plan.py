@@ -134,3 +134,90 @@ def test_each_pre_finetuning_budget_is_priced():
     lines = plan.budget_lines([small, large], sizes, rate=1.0)
     assert lines[1].lstrip().startswith("* updates") and "passes" in lines[2] and "convergence" in lines[3]
     assert lines[-1].endswith("k=1 1.6, k=2 0.4")  # 1,600 items over 1,000 and over 4,000
+
+
+# -- what each job asks Slurm for --------------------------------------------------------------------------------
+SIZING = {"runtime_safety": 2.0, "runtime_floor": "15m"}
+
+
+def test_a_job_asks_for_its_estimate_times_the_safety_factor_between_the_floor_and_its_runtime():
+    assert plan.asked_minutes(1.0, "4h", SIZING) == 2 * 60 + 5  # x 2, + the 5-minute warning
+    assert plan.asked_minutes(0.5, "4h", {**SIZING, "runtime_safety": 1.5}) == 45 + 5
+    assert plan.asked_minutes(0.01, "4h", SIZING) == 15  # 1.2 min x 2 + 5 < the floor
+    assert plan.asked_minutes(3.0, "4h", SIZING) == 240  # 6 h 5 min > the rule's runtime: the runtime
+    assert plan.asked_minutes(None, "4h", SIZING) == 240  # no estimate yet (the model's size unknown)
+    assert plan.asked_minutes(0.01, "10m", SIZING) == 10  # a floor above the runtime: the runtime
+    assert plan.asked_minutes(1 / 60, "1d", {**SIZING, "runtime_floor": "30s"}) == 7  # 2 + 5, whole minutes
+    assert [plan.minutes_text(m) for m in (7, 60, 125, 1440)] == ["7m", "1h", "2h05m", "24h"]
+
+
+def test_jobs_of_an_array_rule_ask_for_the_rules_longest_and_prefinetuning_for_its_own():
+    """An array has one time limit (the plugin takes its first task's): every job of a rule submitted as arrays
+    asks for what its longest job needs; pre-finetuning jobs, submitted one by one, ask for their own."""
+    sizes = {"short": plan.TaskSize(360, 360 * 100, False), "long": plan.TaskSize(3600, 3600 * 1000, False)}
+    fine = {"part": "curve", "rule": "finetune", "percent": 100, "settings": {"epochs": 1, "batch_size": 1},
+            "runtime": "4h", "gpus": 1}
+    pre = {"part": "curve", "rule": "prefinetune", "percent": 100, "runtime": "24h", "gpus": 1,
+           "settings": {**DEFAULT_TRAIN, "max_steps": 360, "batch_size": 10}}
+    jobs = [{**fine, "label": t, "output": t, "tasks": [t]} for t in sizes]
+    jobs += [{**pre, "label": f"k={k}", "output": f"pre{k}", "tasks": tasks}
+             for k, tasks in ((1, ["short"]), (2, ["short", "long"]))]
+    rows = {r["output"]: r for r in plan.estimate(jobs, sizes, rate=200.0, plan=SIZING)}
+    assert rows["short"]["hours"] == pytest.approx(0.05) and rows["long"]["hours"] == pytest.approx(5.0)
+    assert rows["short"]["asks_minutes"] == rows["long"]["asks_minutes"] == 240  # 10 h 5 min, at most 4h
+    assert rows["pre1"]["hours"] == pytest.approx(0.5) and rows["pre1"]["asks"] == "1h05m"
+    mixed = 3600 * (360 * 100 + 3600 * 1000) / 3960 / 200 / 3600  # 3,600 items in natural proportions: 4.6 h
+    assert rows["pre2"]["hours"] == pytest.approx(mixed) and rows["pre2"]["asks_minutes"] == math.ceil(mixed * 120 + 5)
+    summary = {(r["part"], r["rule"]): r for r in plan.summarize(list(rows.values()))}
+    assert summary[("curve", "finetune")]["asks"] == "4h"
+    assert summary[("curve", "prefinetune")]["asks"] == f"1h05m-{rows['pre2']['asks']}" == "1h05m-9h16m"
+    assert summary[("total", "all rules")]["asked_gpu_hours"] == pytest.approx(4 + 4 + (65 + 556) / 60)
+
+
+def test_the_slurm_profile_submits_exactly_the_array_rules_as_arrays():
+    """slurm/config.yaml's slurm-array-jobs and prefinetune.plan.ARRAY_RULES (the rules whose jobs all ask for
+    their longest job's runtime) are the same list; each has its partition and the advance warning; `jobs` holds
+    every fine-tuning job of the paper's plan at once (the plugin loses array jobs that Snakemake holds back)."""
+    profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    arrays = [r.strip() for r in profile["slurm-array-jobs"].split(",")]
+    assert sorted(arrays) == sorted(plan.ARRAY_RULES)
+    for rule in arrays:
+        assert profile["set-resources"][rule]["slurm_extra"] == "'--signal=TERM@300'", rule
+        assert "slurm_partition" in profile["set-resources"][rule], rule
+    assert "prefinetune" not in arrays
+    assert profile["slurm-disable-memory-fudge"] is True  # --mem is the config's mem_mb
+    assert profile["jobs"] >= 2583 and int(profile["max-jobs-per-timespan"].split("/")[0]) >= profile["jobs"]
+
+
+def test_requests_price_each_job_on_its_model_and_turn_exact_once_the_data_is_tokenized(tmp_path):
+    """Requests (what the rules' runtime resource reads) from a Pricer: rough sizes until a task's tokenized data
+    exists, then its real token count; a reference model priced on its own folder; a retry asks for twice as
+    long, at most the runtime."""
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump(REGISTRY))
+    tasks = load_registry(tmp_path / "tasks.yaml")
+    registry = {n: {"type": t.type, "num_labels": t.num_labels, "size": t.size, "source": t.source} for n, t in tasks.items()}
+    tokenized = {"main": {n: str(tmp_path / "tok" / n) for n in tasks}, "ref": {"single": str(tmp_path / "rtok")}}
+    models = {"main": str(tmp_path / "model"), "ref": str(tmp_path / "ref")}
+    throughput = {"tokens_per_s": None, "gpu": "a100", "precision": "bf16", "mfu": 1e-6, "model_params": 10**6,
+                  "runtime_safety": 2.0, "runtime_floor": "6m"}
+    pricer = plan.Pricer(registry, tokenized, models, throughput, max_length=32, doc_stride=8)
+    fine = {"part": "curve", "rule": "finetune_baseline", "percent": 100, "runtime": "4h", "gpus": 1,
+            "settings": {"epochs": 1, "batch_size": 10}}
+    jobs = [{**fine, "label": "single", "output": "a", "tasks": ["single"]},
+            {**fine, "rule": "finetune_reference", "part": "reference", "label": "single", "output": "r",
+             "tasks": ["single"], "model": "ref"}]
+    requests = plan.Requests(jobs, pricer)
+    rate = 1e-6 * 312e12 / (6 * 10**6)  # 52 tokens/s: 50 rows of max_length 32 (rough) take 30.8 s
+    rough = plan.asked_minutes(50 * 32 / rate / 3600, "4h", throughput)
+    assert requests.minutes("a") == requests.minutes("r") == rough == 7  # 1 min x 2 + 5
+    assert requests.minutes("a", attempt=2) == 14 and requests.minutes("a", attempt=9) == 240
+    download(tasks["single"], tmp_path / "raw")
+    fetch({"name": "tiny", "build": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                     "intermediate_size": 32, "vocab_size": 300}},
+          tmp_path / "model", texts=texts_of([tmp_path / "raw"]))
+    tokenize(tasks["single"], tmp_path / "raw", tmp_path / "model", tmp_path / "tok" / "single", 32)
+    exact = plan.exact_size(tmp_path / "tok" / "single")
+    assert exact.tokens < 50 * 32  # real rows are shorter than max_length
+    main_rate = plan.tokens_per_second(throughput, plan.model_parameters(tmp_path / "model"))[0]
+    assert requests.minutes("a") == plan.asked_minutes(exact.tokens / main_rate / 3600, "4h", throughput)
+    assert requests.minutes("r") == rough  # the reference model: its own data and folder do not exist yet

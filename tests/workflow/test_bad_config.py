@@ -83,6 +83,15 @@ CONFIG_CASES = {  # config.yaml changes, expected last line
                                           "config.yaml: doc_stride: 128 (the default) must be smaller than max_length (64)"),
     "doc_stride_too_large": ({"doc_stride": 64},
                              "config.yaml: doc_stride: 64 must be smaller than max_length (64)"),
+    "reference_named_like_the_model": ({"reference_models": [{"name": "tiny-roberta", "hub": "org/m"}]},
+                                       "config.yaml: reference_models[0].name: tiny-roberta is the model's own name; "
+                                       "every model needs a name of its own (it names its folders: resources/models/"
+                                       "<name>, results/tokenized/<name>, results/reference/<name>)"),
+    "reference_path_missing": ({"reference_models": [{"name": "ref", "path": "no/such/model"}]},
+                               "config.yaml: reference_models[0].path: no/such/model: no such folder"),
+    "runtime_floor_within_the_warning": ({"plan": {"runtime_floor": "5m"}},
+                                         "config.yaml: plan.runtime_floor: 5m must be longer than the 5 minutes before "
+                                         "a job's time limit in which it only saves a checkpoint (--signal=TERM@300)"),
 }
 
 

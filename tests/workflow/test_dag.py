@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 
-from prefinetune.config import Experiment
+from prefinetune import plan
+from prefinetune.config import MAIN, Experiment
 from workflow_helpers import REPO, job_counts, load_config, make_workdir, snakemake
 
 
@@ -32,6 +34,10 @@ def expected_counts(config: dict) -> dict[str, int]:
     }
     if 0 in exp.counts:
         counts["finetune_baseline"] = runs
+    if exp.reference_models:  # each downloaded, its targets tokenized with its tokenizer, fine-tuned like k = 0
+        counts.update(download_reference=len(exp.reference_models),
+                      tokenize_reference=len(exp.reference_models) * len(exp.targets),
+                      finetune_reference=len(exp.reference_models) * runs)
     return counts
 
 
@@ -132,7 +138,12 @@ def test_slurm_profile_requests_a_gpu_per_training_job(tmp_path):
     resources = prefinetune[prefinetune.index("resources:"):].splitlines()[0]
     res = config["resources"]["prefinetune"]
     assert f"gpu={res['gpus']}" in resources and f"cpus_per_task={res['threads']}" in resources
-    assert "runtime=1440" in resources and res["runtime"] == "24h"  # Snakemake turns "24h" into minutes
+    # each job asks for the plan's estimate of it (x 2, + 5 min, at least 15 min, at most the config's 24h), not 24h
+    asked = dry_run_runtimes(out)
+    expected = expected_runtimes(config)
+    pre = {o: m for o, (rule, m) in asked.items() if rule == "prefinetune"}
+    assert len(pre) == 18 and pre == {o: expected[o] for o in pre}
+    assert max(pre.values()) < 1440 and len(set(pre.values())) > 1  # right-sized, and not one size for all
     assert "slurm_partition=" in resources
     assert "slurm_extra=--signal=TERM@300" in resources
     # fine-tuning checkpoints too, so it gets the same advance warning (also the sample-efficiency runs)
@@ -143,6 +154,78 @@ def test_slurm_profile_requests_a_gpu_per_training_job(tmp_path):
     job = efficiency[efficiency.index("\nrule finetune_fraction:"):]
     assert "slurm_extra=--signal=TERM@300" in job[job.index("resources:"):].splitlines()[0]
     assert "slurm_partition=<EDIT: GPU partition>" in job[job.index("resources:"):].splitlines()[0]
+
+
+def dry_run_runtimes(out: str) -> dict[str, tuple[str, int]]:
+    """{first output: (rule, runtime in minutes)} of every job of a dry run's output that shows a runtime."""
+    found = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        rule, output, runtime = (re.search(pattern, block) for pattern in
+                                 (r"^(?:local)?rule (\w+):", r"\n    output: ([^,\n]+)", r"runtime=(\d+)"))
+        if rule and output and runtime:
+            found[output[1]] = (rule[1], int(runtime[1]))
+    return found
+
+
+def expected_runtimes(config: dict) -> dict[str, int]:
+    """What each training job should ask for, computed here from the plan's estimate of its work (rough sizes from
+    the registry, the assumed throughput): min(runtime, max(floor, ceil(hours x 60 x safety + 5))); the fine-tuning
+    rules (job arrays) ask for their rule's longest. Keyed by the job's first output."""
+    exp = Experiment.from_config(config, REPO)
+    throughput = exp.config["plan"]
+    rate = plan.tokens_per_second(throughput, throughput["model_params"])[0]
+    registry = {n: {"type": t.type, "num_labels": t.num_labels, "size": t.size, "source": t.source}
+                for n, t in exp.tasks.items()}
+    sizes = {n: plan.rough_size(n, registry[n], exp.config["max_length"], exp.config["doc_stride"])
+             for n in exp.used_tasks}
+    floor, safety = int(throughput["runtime_floor"][:-1]), throughput["runtime_safety"]
+    assert throughput["runtime_floor"].endswith("m")
+    minutes, rules = {}, {}
+    for job in plan.training_jobs(exp):
+        limit = 1440 * int(job["runtime"][:-1]) if job["runtime"].endswith("d") else 60 * int(job["runtime"][:-1])
+        assert job["runtime"][-1] in "hd"
+        hours = plan.job_work(job, sizes)[1] / rate / 3600 / job["gpus"]
+        if job["rule"] == "prefinetune":
+            output = f"{'results' if job['variant'] == MAIN else 'results/ablations/' + job['variant']}/prefinetune/" \
+                     f"k{job['k']}/draw{job['draw']}/model"
+        elif job["rule"] == "finetune_baseline":
+            output = f"results/finetune/k0/{job['target']}/seed{job['seed']}/metrics.json"
+        elif job["rule"] == "finetune" and job["variant"] == MAIN:
+            output = f"results/finetune/k{job['k']}/draw{job['draw']}/{job['target']}/seed{job['seed']}/metrics.json"
+        elif job["rule"] == "finetune_reference":
+            output = f"results/reference/{job['model']}/{job['target']}/seed{job['seed']}/metrics.json"
+        else:
+            output = f"{job['rule']}:{len(minutes)}"
+        minutes[output] = min(limit, max(floor, math.ceil(hours * 60 * safety + 5)))
+        rules[output] = job["rule"]
+    for rule in set(rules.values()) - {"prefinetune"}:  # the rules submitted as job arrays
+        longest = max(m for o, m in minutes.items() if rules[o] == rule)
+        minutes.update({o: longest for o in minutes if rules[o] == rule})
+    return minutes
+
+
+def test_every_training_job_of_the_cluster_config_asks_for_its_estimate(tmp_path):
+    """The right-sized runtime of every training job of the curve and its reference model, as the Slurm profile
+    submits them, against the same computation done here; and `snakemake plan` bills the same values."""
+    config = load_config(REPO / "config.yaml")
+    workdir = make_workdir(tmp_path, config)
+    result = snakemake(workdir, "--profile", "slurm", "-n", "--cores", "64")
+    assert result.returncode == 0, result.stderr
+    asked, expected = dry_run_runtimes(result.stdout), expected_runtimes(config)
+    training = {o: m for o, (rule, m) in asked.items() if rule.startswith(("prefinetune", "finetune"))}
+    assert len(training) == 18 + 324 + 18 + 18
+    assert training == {o: expected[o] for o in training}
+    by_rule = {}
+    for output, (rule, minutes) in asked.items():
+        by_rule.setdefault(rule, set()).add(minutes)
+    assert len(by_rule["finetune"]) == len(by_rule["finetune_baseline"]) == len(by_rule["finetune_reference"]) == 1
+    assert by_rule["finetune"] == by_rule["finetune_baseline"] and max(by_rule["finetune"]) < 240  # RACE's, not 4h
+    # the bill's asks column: the same minutes
+    result = snakemake(workdir, "plan", "--cores", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    import pandas as pd
+    billed = pd.read_csv(workdir / "results/plan_jobs.tsv", sep="\t").set_index("output")["asks_minutes"]
+    assert {o: billed[o] for o in training} == training
 
 
 def test_multi_node_prefinetune_asks_for_nodes_and_gpus_per_node(tmp_path):
