@@ -111,16 +111,21 @@ def _reference(world_key: tuple, seed: int, reads: tuple | None, pair: bool, len
     return np.sort(score)
 
 
+def _task(seed: int, split_index: int, world: dict | None, reads: list[int] | None):
+    """What every generator starts from: the world (defaults filled in), its words and vectors, the task's direction,
+    and the split's random generator."""
+    world = {**DEFAULT_WORLD, **(world or {})}
+    words, latents = vocabulary(world)
+    return world, words, latents, direction(seed, world, reads), np.random.default_rng([world["seed"], seed, split_index])
+
+
 def generate_split(seed: int, split_index: int, size: int, *, pair: bool, task_type: str, num_labels: int,
                    world: dict | None = None, reads: list[int] | None = None,
                    length: tuple[int, int] = SENTENCE_WORDS, noise: float = LABEL_NOISE) -> dict:
     """One split of a classification or regression task as columns: ``sentence`` or ``sentence1``/``sentence2``,
     and ``label``. Classes are balanced: their boundaries are the score's quantiles over a reference sample."""
-    world = {**DEFAULT_WORLD, **(world or {})}
-    words, _ = vocabulary(world)
+    world, words, _, w, rng = _task(seed, split_index, world, reads)
     length = tuple(length)
-    w = direction(seed, world, reads)
-    rng = np.random.default_rng([world["seed"], seed, split_index])
     ids, score = _scores(rng, size, world, length, w, pair)
     text = lambda rows: [" ".join(words[i] for i in s) for s in rows]  # noqa: E731
     columns = {"sentence1": text(ids[0]), "sentence2": text(ids[1])} if pair else {"sentence": text(ids[0])}
@@ -141,10 +146,7 @@ def generate_choices(seed: int, split_index: int, size: int, choices: list[int],
                      reads: list[int] | None = None, length: tuple[int, int] = SENTENCE_WORDS,
                      noise: float = LABEL_NOISE) -> dict:
     """Multiple choice: ``context``, ``choices`` (a list of 2..5 sentences) and ``label`` (the answer's index)."""
-    world = {**DEFAULT_WORLD, **(world or {})}
-    words, latents = vocabulary(world)
-    w = direction(seed, world, reads)
-    rng = np.random.default_rng([world["seed"], seed, split_index])
+    world, words, latents, w, rng = _task(seed, split_index, world, reads)
     ids, z = _sentences(rng, size, world, tuple(length))
     contexts, options, labels = [], [], []
     for row in range(size):
@@ -165,10 +167,7 @@ def generate_spans(seed: int, split_index: int, size: int, span_length: int, pas
                    world: dict | None = None, reads: list[int] | None = None,
                    length: tuple[int, int] = SENTENCE_WORDS) -> dict:
     """Span extraction: ``question``, ``context`` (the passage) and SQuAD-style ``answers``."""
-    world = {**DEFAULT_WORLD, **(world or {})}
-    words, latents = vocabulary(world)
-    w = direction(seed, world, reads)
-    rng = np.random.default_rng([world["seed"], seed, split_index])
+    world, words, latents, w, rng = _task(seed, split_index, world, reads)
     q_ids, q_z = _sentences(rng, size, world, tuple(length))
     questions, contexts, answers = [], [], []
     for row in range(size):
@@ -189,11 +188,9 @@ def generate_summaries(seed: int, split_index: int, size: int, sentences: list[i
     """Summarization: a ``document`` of several sentences and its ``summary``: the document's marked content
     words, in order. The marked words are the fifth of the vocabulary scoring highest along the task's direction,
     so a model must learn which words they are and copy them; the lead sentences hold only some of them."""
-    world = {**DEFAULT_WORLD, **(world or {})}
-    words, latents = vocabulary(world)
-    scores = latents @ direction(seed, world, reads)
+    world, words, latents, towards, rng = _task(seed, split_index, world, reads)
+    scores = latents @ towards
     marked = scores >= np.quantile(scores, 0.8)
-    rng = np.random.default_rng([world["seed"], seed, split_index])
     documents, summaries = [], []
     for _ in range(size):
         ids, _ = _sentences(rng, int(rng.integers(sentences[0], sentences[1] + 1)), world, tuple(length))
