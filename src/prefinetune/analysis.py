@@ -105,11 +105,18 @@ def standardised_mean(df: pd.DataFrame) -> pd.DataFrame:
     A target's value is standardised as (value - its mean at k = 0) / its standard deviation over all its runs
     (1 where that is 0 or undefined): 0 is the baseline, 1 is one standard deviation of that target.
     """
-    values = df["value"].groupby(df["target"])
-    centre = df["value"].where(df["k"] == 0).groupby(df["target"]).transform("mean").fillna(values.transform("mean"))
-    sd = values.transform("std")
-    scaled = df.assign(value=(df["value"] - centre) / sd.where(sd > 0, 1.0))
+    centre, sd = target_scale(df)
+    scaled = df.assign(value=(df["value"] - df["target"].map(centre)) / df["target"].map(sd))
     return mean_over_targets(scaled)
+
+
+def target_scale(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Each target's centre (its mean at k = 0, else over all its runs) and spread (its standard deviation over all
+    its runs, 1 where that is 0 or undefined), indexed by target: the scale of :func:`standardised_mean`."""
+    values = df["value"].groupby(df["target"])
+    centre = df[df["k"] == 0].groupby("target")["value"].mean().reindex(values.mean().index).fillna(values.mean())
+    sd = values.std()
+    return centre, sd.where(sd > 0, 1.0)
 
 
 def curve_series(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:

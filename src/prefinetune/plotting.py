@@ -22,8 +22,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .analysis import (curve_series, describe, efficiency_summary, read_scaling, split_references,  # noqa: E402
-                       standardised_mean, summarize, write_table)
+                       standardised_mean, summarize, target_scale, write_table)
 from .bootstrap import by_k, grid, interval, resample  # noqa: E402
+from .config import reference_name  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
 MEAN_PANEL = "mean over targets (standardised)"
@@ -115,20 +116,16 @@ def _references(ax, references: pd.DataFrame) -> None:
         colour = f"C{(i + 2) % 10}"  # C0: the curve, C1: free, C3: the critical point
         mean, sd = runs["value"].mean(), runs["value"].std()
         sd = 0.0 if pd.isna(sd) else sd
-        name = str(variant).split(":", 1)[1]
+        name = reference_name(variant)
         ax.axhspan(mean - sd, mean + sd, color=colour, alpha=0.12, linewidth=0)
         ax.axhline(mean, color=colour, linestyle="-.", linewidth=1.2, label=f"{name} (reference), mean ± std")
 
 
 def standardised_references(curve: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
     """The reference models' runs on the mean panel's scale: each target's value standardised with the curve's
-    own centre (its k = 0 mean) and spread (as analysis.standardised_mean does), then averaged over targets per
+    own centre and spread (analysis.target_scale, as analysis.standardised_mean), then averaged over targets per
     (variant, seed)."""
-    values = curve["value"].groupby(curve["target"])
-    centre = curve[curve["k"] == 0].groupby("target")["value"].mean().reindex(values.mean().index)
-    centre = centre.fillna(values.mean())
-    sd = values.std()
-    sd = sd.where(sd > 0, 1.0).fillna(1.0)
+    centre, sd = target_scale(curve)
     scaled = references.assign(value=(references["value"] - references["target"].map(centre))
                                / references["target"].map(sd))
     return scaled.groupby(["variant", "seed"], as_index=False)["value"].mean()
