@@ -1,4 +1,5 @@
 # Config validation, every path template, and the input, params and resource functions of the rules.
+import functools
 import math
 import os
 import re
@@ -6,7 +7,8 @@ import sys
 from pathlib import Path
 
 from prefinetune import tasks as registry
-from prefinetune.config import MAIN, REFERENCE, Experiment, Run, config_sources, duration_minutes, is_reference
+from prefinetune.config import (MAIN, REFERENCE, Experiment, Run, config_sources, duration_minutes, is_reference,
+                               reference_name)
 from prefinetune.plan import Pricer, Requests, training_jobs
 from prefinetune.tasks import ConfigError
 
@@ -78,10 +80,6 @@ def root_variant(root):
 
 def variant_of(wildcards):
     return root_variant(wildcards.root)
-
-
-def reference_name(variant):
-    return variant[len(REFERENCE):]
 
 
 def run_folder(run):
@@ -224,17 +222,19 @@ def train_logs(wildcards):
 def training_output(wildcards):
     """The output of the training job with these wildcards (how Requests knows the job)."""
     values = dict(wildcards.items())
-    if values.get("reference"):
-        return f"{REFERENCE_RUN.format(**values)}/metrics.json"
     if "target" not in values:
         return rules.prefinetune.output.model.format(**values)
-    run = Run(root_variant(wildcards.get("root", "results")), int(wildcards.get("k", 0)),
-              int(wildcards.get("draw", 0)), wildcards.target, int(wildcards.seed),
+    variant = f"{REFERENCE}{values['reference']}" if values.get("reference") else root_variant(values.get("root", "results"))
+    run = Run(variant, int(values.get("k", 0)), int(values.get("draw", 0)), values["target"], int(values["seed"]),
               int(values["pct"]) if "pct" in values else None)
     return f"{run_folder(run)}/metrics.json"
 
 
-_REQUESTS = []
+@functools.cache
+def runtime_requests():
+    """The runtime of every training job, from the plan's estimate (prefinetune.plan.Requests), built once."""
+    return Requests(plan_jobs(), Pricer(plan_tasks(), plan_tokenized_paths(), plan_models(), EXP.config["plan"],
+                                        EXP.config["max_length"], EXP.config["doc_stride"]))
 
 
 def train_runtime(wildcards, attempt):
@@ -245,11 +245,7 @@ def train_runtime(wildcards, attempt):
     has allocated its time already, the config's runtime."""
     if not workflow.is_main_process:
         return plan_runtime_limit(wildcards)
-    if not _REQUESTS:
-        _REQUESTS.append(Requests(plan_jobs(), Pricer(plan_tasks(), plan_tokenized_paths(), plan_models(),
-                                                      EXP.config["plan"], EXP.config["max_length"],
-                                                      EXP.config["doc_stride"])))
-    return _REQUESTS[0].minutes(training_output(wildcards), attempt)
+    return runtime_requests().minutes(training_output(wildcards), attempt)
 
 
 def plan_runtime_limit(wildcards):
@@ -294,20 +290,17 @@ def efficiency_outputs():
 
 
 # -- the cost plan (rules/plan.smk) -------------------------------------------------------------------------------
-_PLAN_JOBS = []
-
-
+@functools.cache
 def plan_jobs():
     """Every training job of the DAG, once each, as prefinetune.plan lists it, with the output its rule gives it
     (computed once)."""
-    if not _PLAN_JOBS:
-        for job in training_jobs(EXP):
-            output = getattr(rules, job["rule"]).output
-            template = output.model if job["rule"] == "prefinetune" else output.metrics
-            path = template.format(root=variant_root(job["variant"]), pct=job["percent"],
-                                   reference=job.get("model"), **job)
-            _PLAN_JOBS.append(registry.plain({**job, "output": path}))
-    return _PLAN_JOBS
+    jobs = []
+    for job in training_jobs(EXP):
+        output = getattr(rules, job["rule"]).output
+        template = output.model if job["rule"] == "prefinetune" else output.metrics
+        path = template.format(root=variant_root(job["variant"]), pct=job["percent"], reference=job.get("model"), **job)
+        jobs.append(registry.plain({**job, "output": path}))
+    return jobs
 
 
 def plan_tokenized_paths():

@@ -159,12 +159,8 @@ class Experiment:
                 self._fail(f"task_counts[{i}]", f"{k} is smaller than the {len(c['targets'])} targets, which every subset contains under targets_in_pool")
         if c["resources"]["finetune"]["nodes"] != 1:
             self._fail("resources.finetune.nodes", "fine-tuning runs on one node; only prefinetune may use several")
-        model_path = c["model"].get("path")
-        if model_path is not None:  # relative to the working directory, where the download_model job runs
-            if not Path(model_path).expanduser().is_dir():
-                self._fail("model.path", f"{model_path}: no such folder")
-            if not (Path(model_path).expanduser() / "config.json").is_file():
-                self._fail("model.path", f"{model_path} has no config.json (not a folder saved by save_pretrained)")
+        if "path" in c["model"]:  # relative to the working directory, where the download_model job runs
+            self._saved_config("model.path", c["model"]["path"])
         self._check_model_fits_tasks()
         self._check_reference_models()
         if duration_minutes(c["plan"]["runtime_floor"]) <= WARNING_MINUTES:
@@ -193,9 +189,19 @@ class Experiment:
             given = model["build"].get("architecture", "roberta (the default)")
             self._fail("model.build.architecture", f"{given} is an encoder; {why}: architecture: bart")
         if "path" in model:
-            saved = json.loads((Path(model["path"]).expanduser() / "config.json").read_text())
+            saved = self._saved_config("model.path", model["path"])
             if not saved.get("is_encoder_decoder"):
                 self._fail("model.path", f"{model['path']} holds an encoder ({saved.get('model_type', '?')}); {why}")
+
+    def _saved_config(self, field: str, path: str) -> dict:
+        """The config.json of a local model folder (``model.path``, ``reference_models[i].path``), which must exist
+        and hold a model saved by save_pretrained."""
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            self._fail(field, f"{path}: no such folder")
+        if not (folder / "config.json").is_file():
+            self._fail(field, f"{path} has no config.json (not a folder saved by save_pretrained)")
+        return json.loads((folder / "config.json").read_text())
 
     def _check_reference_models(self) -> None:
         """Names unique and not the model's own (they name paths); a local folder exists and holds a saved model,
@@ -210,12 +216,7 @@ class Experiment:
                            "its folders: resources/models/<name>, results/tokenized/<name>, results/reference/<name>)")
             names.append(ref["name"])
             if "path" in ref:
-                folder = Path(ref["path"]).expanduser()
-                if not folder.is_dir():
-                    self._fail(f"{field}.path", f"{ref['path']}: no such folder")
-                if not (folder / "config.json").is_file():
-                    self._fail(f"{field}.path", f"{ref['path']} has no config.json (not a folder saved by save_pretrained)")
-                saved = json.loads((folder / "config.json").read_text())
+                saved = self._saved_config(f"{field}.path", ref["path"])
                 if seq2seq and not saved.get("is_encoder_decoder"):
                     self._fail(f"{field}.path", f"{ref['path']} holds an encoder ({saved.get('model_type', '?')}); "
                                f"{seq2seq[0]} is a summarization target, which needs an encoder-decoder model")
@@ -375,6 +376,11 @@ def duration_minutes(text: str) -> float:
 def is_reference(variant) -> bool:
     """Whether a run's variant is a reference model's (reference:<name>), not a point of a curve."""
     return isinstance(variant, str) and variant.startswith(REFERENCE)
+
+
+def reference_name(variant: str) -> str:
+    """The model's name in a reference model's variant: reference:<name> -> <name>."""
+    return variant[len(REFERENCE):]
 
 
 def report_to(config: dict) -> list[str]:

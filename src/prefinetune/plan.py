@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import (DEFAULT_PLAN, DEFAULT_TRAIN, MAIN, WARNING_MINUTES, Experiment, duration_minutes,
-                     finetune_steps, prefinetune_steps)
+                     finetune_steps, prefinetune_steps, reference_name)
 from .io import write_text
 from .sampling import mixing_probabilities
 from .tasks import ConfigError
@@ -81,7 +81,7 @@ def training_jobs(exp: Experiment) -> list[dict]:
                      "gpus": max(1, fine["gpus"])})
     for run in exp.reference_runs():  # a published checkpoint, fine-tuned like k = 0, priced on its own model
         jobs.append({"rule": "finetune_reference", "part": "reference", "label": run.target, **asdict(run),
-                     "model": run.variant.split(":", 1)[1], "percent": 100, "tasks": [run.target],
+                     "model": reference_name(run.variant), "percent": 100, "tasks": [run.target],
                      "settings": exp.finetune_settings(run.target), "runtime": fine["runtime"],
                      "gpus": max(1, fine["gpus"])})
     return jobs
@@ -327,11 +327,6 @@ def budget_lines(jobs: list[dict], sizes: dict[str, TaskSize], rate: float) -> l
     return lines
 
 
-def runtime_hours(runtime: str) -> float:
-    value, unit = int(runtime[:-1]), runtime[-1]
-    return value * {"s": 1 / 3600, "m": 1 / 60, "h": 1, "d": 24}[unit]
-
-
 def estimate(jobs: list[dict], sizes: dict[str, TaskSize], rate: float, plan: dict | None = None) -> list[dict]:
     """One row per job: its work, GPU-hours, wall hours on its GPUs, whether that fits its runtime, and what it asks
     Slurm for (``asks``, see :func:`add_requests`; ``plan``'s safety and floor, else the defaults). All jobs on
@@ -344,7 +339,7 @@ def row(job: dict, items: int, tokens: float, rate: float, sizes) -> dict:
     """The bill's row of one job, before its request (:func:`add_requests`)."""
     gpu_hours = tokens / rate / 3600
     hours = gpu_hours / max(1, job["gpus"])
-    limit = runtime_hours(job["runtime"])
+    limit = duration_minutes(job["runtime"]) / 60
     useful = limit - WARNING_MINUTES / 60  # the time of one attempt that trains
     fits = hours <= useful
     return {"part": job["part"], "rule": job["rule"], "job": job["label"], "output": job["output"],
