@@ -99,13 +99,14 @@ STANDARDISED = "standardised"  # the metric of the mean over targets
 CLI_REQUIRED = ["k", "draw", "target", "seed", "value"]
 
 
-def standardised_mean(df: pd.DataFrame) -> pd.DataFrame:
+def standardised_mean(df: pd.DataFrame, scale: tuple[pd.Series, pd.Series] | None = None) -> pd.DataFrame:
     """Each (k, draw, seed)'s mean over targets of the standardised value, so that no metric dominates.
 
     A target's value is standardised as (value - its mean at k = 0) / its standard deviation over all its runs
-    (1 where that is 0 or undefined): 0 is the baseline, 1 is one standard deviation of that target.
+    (1 where that is 0 or undefined): 0 is the baseline, 1 is one standard deviation of that target. ``scale``:
+    another table's (centre, sd) of :func:`target_scale` instead of ``df``'s own (two curves on one scale).
     """
-    centre, sd = target_scale(df)
+    centre, sd = scale or target_scale(df)
     scaled = df.assign(value=(df["value"] - df["target"].map(centre)) / df["target"].map(sd))
     return mean_over_targets(scaled)
 
@@ -119,11 +120,12 @@ def target_scale(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return centre, sd.where(sd > 0, 1.0)
 
 
-def curve_series(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
-    """(target, metric, runs) for every target, then ("mean", "standardised", the standardised mean)."""
+def curve_series(df: pd.DataFrame, scale: tuple[pd.Series, pd.Series] | None = None) -> list[tuple[str, str, pd.DataFrame]]:
+    """(target, metric, runs) for every target, then ("mean", "standardised", the standardised mean; ``scale``:
+    see :func:`standardised_mean`)."""
     metric_of = df.groupby("target")["metric"].first() if "metric" in df else {}
     series = [(t, str(metric_of.get(t, "value")), df[df["target"] == t]) for t in sorted(df["target"].unique())]
-    return [*series, ("mean", STANDARDISED, standardised_mean(df))]
+    return [*series, ("mean", STANDARDISED, standardised_mean(df, scale))]
 
 
 def critical_table(df: pd.DataFrame, variant: str, **kwargs) -> pd.DataFrame:

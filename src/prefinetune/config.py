@@ -21,10 +21,13 @@ from pathlib import Path
 
 from .families import family, load_registry
 from .monitor import DEFAULT_REPORT_TO
-from .subsets import subset, task_order
+from .subsets import draw_seed, subset, task_order
 from .tasks import ConfigError, Task, read_yaml, validate_with_schema
 
 MAIN = "main"  # the variant that follows the paper; ablations are named in config["ablations"]
+NULL = "null_arm"  # the null arm (config null_arm, results/null/): the main method, its labels destroyed; not "null",
+# which pandas reads as a missing value in a CSV's variant column
+SHUFFLED = "shuffled"  # the null arm's ``labels`` setting: each task's label information destroyed (families.base)
 MODEL_SOURCES = ("hub", "path", "build")  # exactly one says where the model comes from
 REFERENCE = "reference:"  # variant of a reference model's runs: reference:<name> (config["reference_models"])
 WARNING_MINUTES = 5  # the Slurm profile's --signal=TERM@300: the last 5 minutes of a job only save a checkpoint
@@ -116,6 +119,7 @@ class Experiment:
         config.setdefault("doc_stride", 128)
         config.setdefault("max_target_length", 128)
         config.setdefault("sample_efficiency", None)
+        config.setdefault("null_arm", None)
         config.setdefault("finetune_overrides", {})
         config.setdefault("reference_models", [])
         config["plan"] = {**DEFAULT_PLAN, **(config.get("plan") or {})}
@@ -173,9 +177,37 @@ class Experiment:
         for i, name in enumerate(self.efficiency_targets):
             if name not in self.tasks:
                 self._fail(f"sample_efficiency.targets[{i}]", f"unknown task '{name}' (not in the registry {c['registry']})")
+        self._check_efficiency_held_out()
+        self._check_null_arm()
         for name in c["finetune_overrides"]:
             if name not in self.tasks:
                 self._fail(f"finetune_overrides.{name}", f"unknown task '{name}' (not in the registry {c['registry']})")
+
+    def _check_efficiency_held_out(self) -> None:
+        """The sample-efficiency study measures how a dataset left out of pre-finetuning gains from it (the paper's
+        design): none of its targets may enter a subset."""
+        pretrained = set(self.order(1))  # every task some subset holds (under held_out, not the targets)
+        given = "targets" in (self.config["sample_efficiency"] or {})
+        for i, name in enumerate(self.efficiency_targets):
+            if name in pretrained:
+                field = f"sample_efficiency.targets[{i}]" if given else "sample_efficiency.targets"
+                why = " and ".join(reason for reason, holds in (
+                    ("in the pool", name in self.config["pool"]),
+                    ("a target, which targets_in_pool puts in every subset", name in self.targets)) if holds)
+                default = "" if given else " (the default: the targets)"
+                self._fail(field, f"{name}{default} is {why}, so pre-finetuned models have seen its labels; the study "
+                           "fine-tunes datasets held out of pre-finetuning: take it out of the pool, or name another")
+
+    def _check_null_arm(self) -> None:
+        """The null arm's task counts are the main curve's (each null model is paired with the main model of the same
+        k and draw); no ablation takes its name (results/ablations/null would read as the null arm)."""
+        if NULL in self.config["ablations"]:
+            self._fail(f"ablations.{NULL}", f"'{NULL}' names the null arm's curve (results/null/); give the ablation "
+                       "another name")
+        for i, k in enumerate((self.config["null_arm"] or {}).get("task_counts", [])):
+            if k not in self.config["task_counts"]:
+                self._fail(f"null_arm.task_counts[{i}]", f"{k} is not one of task_counts {self.counts}: each null model "
+                           "is compared with the main curve's model of the same k and draw")
 
     def _check_model_fits_tasks(self) -> None:
         """A summarization task needs an encoder-decoder: a built BART, or a local model whose config says so (a hub
@@ -257,9 +289,32 @@ class Experiment:
         return [MAIN, *self.config["ablations"]]
 
     @property
+    def null_counts(self) -> list[int]:
+        """The null arm's task counts (config null_arm.task_counts, default all), k = 0 included where the main curve
+        has it (the baseline both share); none without a null arm."""
+        arm = self.config["null_arm"]
+        if arm is None:
+            return []
+        return sorted(set(arm.get("task_counts", self.counts)) | ({0} & set(self.counts)))
+
+    @property
+    def null_in_default(self) -> bool:
+        """Whether the default target (plain ``snakemake``) builds the null arm too (null_arm.default_target)."""
+        return bool((self.config["null_arm"] or {}).get("default_target", False))
+
+    def counts_of(self, variant: str) -> list[int]:
+        """The task counts of a variant's curve: the null arm's own, every other curve the config's."""
+        return self.null_counts if variant == NULL else self.counts
+
+    @property
+    def curve_tasks(self) -> list[str]:
+        """The tasks of the curve: the pool and the targets, in a stable order (a built tokenizer reads their text)."""
+        return list(dict.fromkeys([*self.config["pool"], *self.config["targets"]]))
+
+    @property
     def used_tasks(self) -> list[str]:
-        """Every task some job needs: the pool and the targets, in a stable order."""
-        return list(dict.fromkeys([*self.config["pool"], *self.config["targets"], *self.efficiency_targets]))
+        """Every task some job needs: the curve's, then the sample-efficiency study's, in a stable order."""
+        return list(dict.fromkeys([*self.curve_tasks, *self.efficiency_targets]))
 
     @property
     def reference_models(self) -> dict[str, dict]:
@@ -274,16 +329,16 @@ class Experiment:
         return subset(self.order(draw), k)
 
     # -- the jobs, as values (rules/common.smk turns them into paths) -----------------------------------------
-    def models(self) -> list[tuple[int, int]]:
+    def models(self, variant: str = MAIN) -> list[tuple[int, int]]:
         """(k, draw) of every pre-finetuned model of a curve (each variant has its own)."""
-        return [(k, draw) for k in self.counts if k > 0 for draw in self.draws]
+        return [(k, draw) for k in self.counts_of(variant) if k > 0 for draw in self.draws]
 
     def curve_runs(self, variant: str, targets: list[str] | None = None) -> list[Run]:
         """Every fine-tuning run behind one curve: the k = 0 baseline (shared by all variants) and the runs from
         the variant's pre-finetuned models."""
         targets = self.targets if targets is None else targets
         runs = []
-        for k in self.counts:
+        for k in self.counts_of(variant):
             models = [(MAIN, 0)] if k == 0 else [(variant, draw) for draw in self.draws]
             runs += [Run(v, k, draw, target, seed) for v, draw in models for target in targets for seed in self.seeds]
         return runs
@@ -308,15 +363,22 @@ class Experiment:
                          for seed in self.seeds]
         return runs
 
-    def prefinetune_settings(self, variant: str) -> dict:
-        """The pre-finetuning hyper-parameters of a variant: the main section with the ablation's overrides."""
-        if variant != MAIN and variant not in self.config["ablations"]:
+    def prefinetune_settings(self, variant: str, draw: int | None = None) -> dict:
+        """The pre-finetuning hyper-parameters of a variant: the main section with the ablation's overrides; the null
+        arm's are the main ones with ``labels: shuffled``. With ``draw``, the seed is that draw's (:func:`draw_seed`),
+        the same at every k and in every variant."""
+        if variant not in (MAIN, NULL) and variant not in self.config["ablations"]:
             raise ConfigError(f"{self.source}: ablations: no variant named '{variant}'")
         merged = {**DEFAULT_TRAIN, **self.config["prefinetune"]}
-        if variant != MAIN:
+        if variant in self.config["ablations"]:
             merged.update(self.config["ablations"][variant])
         reads = [*PREFINETUNE_READS, *BUDGET_READS[merged["budget"]], *self.generation_reads(self.config["pool"])]
-        return {**{k: merged[k] for k in reads if k in merged}, "max_length": self.config["max_length"]}
+        settings = {**{k: merged[k] for k in reads if k in merged}, "max_length": self.config["max_length"]}
+        if variant == NULL:
+            settings["labels"] = SHUFFLED
+        if draw is not None:
+            settings["seed"] = draw_seed(merged["seed"], draw)
+        return settings
 
     def finetune_settings(self, target: str) -> dict:
         """The fine-tuning hyper-parameters of a target: the finetune section with the target's overrides."""

@@ -29,7 +29,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import (DEFAULT_PLAN, DEFAULT_TRAIN, MAIN, WARNING_MINUTES, Experiment, duration_minutes,
+from .config import (DEFAULT_PLAN, DEFAULT_TRAIN, MAIN, NULL, WARNING_MINUTES, Experiment, duration_minutes,
                      finetune_steps, prefinetune_steps, reference_name)
 from .io import write_text
 from .sampling import mixing_probabilities
@@ -59,23 +59,24 @@ class TaskSize:
 
 
 def training_jobs(exp: Experiment) -> list[dict]:
-    """Every training job of the curve, the ablations and the sample-efficiency study, once each, as the plan
-    prices it: its rule, part, values (variant, k, draw; fine-tuning also target, seed, percent), tasks,
+    """Every training job of the curve, the null arm, the ablations and the sample-efficiency study, once each, as
+    the plan prices it: its rule, part, values (variant, k, draw; fine-tuning also target, seed, percent), tasks,
     settings, runtime and GPUs."""
     res = exp.config["resources"]
     pre, fine = res["prefinetune"], res["finetune"]
     jobs = []
-    for variant in exp.variants:
-        for k, draw in exp.models():
-            jobs.append({"rule": "prefinetune", "part": "curve" if variant == MAIN else "ablations", "label": f"k={k}",
+    variants = [*exp.variants, *([NULL] if exp.null_counts else [])]
+    for variant in variants:
+        for k, draw in exp.models(variant):
+            jobs.append({"rule": "prefinetune", "part": _part(variant), "label": f"k={k}",
                          "variant": variant, "k": k, "draw": draw, "tasks": exp.subset(k, draw),
                          "settings": exp.prefinetune_settings(variant), "percent": 100, "runtime": pre["runtime"],
                          "gpus": max(1, pre["gpus"]) * pre["nodes"]})
-    runs = [*exp.curve_runs(MAIN), *(r for v in exp.variants[1:] for r in exp.curve_runs(v)), *exp.efficiency_runs()]
+    runs = [*(r for v in variants for r in exp.curve_runs(v)), *exp.efficiency_runs()]
     for run in dict.fromkeys(runs):  # the k = 0 baseline and the 100 % runs of main targets are shared: once each
         study = run.percent is not None
         jobs.append({"rule": ("finetune_fraction" if study else "finetune") + ("_baseline" if run.k == 0 else ""),
-                     "part": "sample_efficiency" if study else "curve" if run.variant == MAIN else "ablations",
+                     "part": "sample_efficiency" if study else _part(run.variant),
                      "label": run.target, **asdict(run), "percent": run.percent or 100, "tasks": [run.target],
                      "settings": exp.finetune_settings(run.target), "runtime": fine["runtime"],
                      "gpus": max(1, fine["gpus"])})
@@ -85,6 +86,11 @@ def training_jobs(exp: Experiment) -> list[dict]:
                      "settings": exp.finetune_settings(run.target), "runtime": fine["runtime"],
                      "gpus": max(1, fine["gpus"])})
     return jobs
+
+
+def _part(variant: str) -> str:
+    """The part of the bill a curve's jobs belong to: curve (the main one), null_arm or ablations."""
+    return {MAIN: "curve", NULL: NULL}.get(variant, "ablations")
 
 
 def write_bill(jobs: list[dict], pricer: "Pricer", summary_path: str, jobs_path: str) -> str:
@@ -384,7 +390,7 @@ def summarize(rows: list[dict]) -> list[dict]:
                     "basis": basis.pop() if len(basis) == 1 else "mixed",
                     "asks": _span(r["asks_minutes"] for r in rs),
                     "asked_gpu_hours": sum(r["asks_minutes"] / 60 * r["gpus"] for r in rs)})
-    order = {"curve": 0, "reference": 1, "ablations": 2, "sample_efficiency": 3, "total": 4}
+    order = {"curve": 0, NULL: 1, "reference": 2, "ablations": 3, "sample_efficiency": 4, "total": 5}
     return sorted(out, key=lambda r: (order.get(r["part"], 9), r["rule"] == "all rules"))
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import zlib
+
+import numpy as np
+
 from . import checkpoint, distributed
-from .config import DEFAULT_TRAIN, finetune_steps, prefinetune_steps
-from .data import fraction, label_map, load_tokenized
+from .batching import TaskArrays
+from .config import DEFAULT_TRAIN, SHUFFLED, finetune_steps, prefinetune_steps
+from .data import fraction, hold_out, label_map, load_tokenized
 from .evaluation import evaluate
-from .families import head_name
+from .families import family, head_name
 from .heads import MultiTaskModel, saved_heads
 from .io import digest, write_json
 from .monitor import DEFAULT_REPORT_TO, record_once
@@ -21,7 +26,9 @@ def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, s
     Run by one process, or by each of torchrun's processes (rank 0 writes). With ``checkpoint_dir`` the
     training resumes from, and saves, checkpoints there; they are deleted once the model is written. The run's
     budget (``settings["budget"]``, see :func:`config.prefinetune_steps`) sets its updates; ``convergence``
-    reads the first ``eval_examples`` of each task's validation split for its validation loss. ``live_dir``:
+    holds a slice of ``eval_examples`` examples out of each task's training split for its validation loss
+    (:func:`data.hold_out`): no validation split, on which targets are scored, is read. ``settings["labels"]``
+    ``"shuffled"``: the null arm, the same data with its labels destroyed (:func:`null_labels`). ``live_dir``:
     the live record (monitor.py).
     """
     from transformers import AutoTokenizer
@@ -32,8 +39,11 @@ def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, s
     data = {t.name: load_tokenized(tokenized[t.name], "train") for t in tasks}
     validation = None
     if settings["budget"] == "convergence":
-        held = {t.name: load_tokenized(tokenized[t.name], "validation") for t in tasks}
-        validation = {name: ds.select(range(min(settings["eval_examples"], len(ds)))) for name, ds in held.items()}
+        split = {name: hold_out(ds, settings["eval_examples"], name) for name, ds in data.items()}
+        data, validation = ({name: parts[i] for name, parts in split.items()} for i in (0, 1))
+    if settings.get("labels") == SHUFFLED:
+        data = null_labels(data, tasks, settings["seed"])
+        validation = validation and null_labels(validation, tasks, settings["seed"], part=1)
     inputs = {"encoder": digest(base_model), "data": {t.name: digest(tokenized[t.name]) for t in tasks}}
     model = MultiTaskModel(load_encoder(base_model), tasks, settings["dropout"], settings["loss_scaling"],
                            settings["label_smoothing"])
@@ -46,6 +56,15 @@ def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, s
         save_model(model, tokenizer, out_dir, summary)
         if checkpoint_dir is not None:
             checkpoint.remove(checkpoint_dir)
+
+
+def null_labels(data: dict, tasks: list[Task], seed: int, part: int = 0) -> dict:
+    """The null arm's data: each task's split (name -> dataset) as the arrays training reads, its labels destroyed
+    by its family (``families.base.Data.shuffled_labels``), deterministic in the run's seed and the task's name (so
+    a task's labels are shuffled alike at every k of a draw); ``part`` tells the held-out slice from the rest."""
+    by_name = {t.name: t for t in tasks}
+    return {name: TaskArrays(ds, family(by_name[name]), np.random.default_rng([seed, zlib.crc32(name.encode()), part]))
+            for name, ds in data.items()}
 
 
 def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, seed: int, metrics_json: str,

@@ -19,7 +19,7 @@ def small_demo() -> dict:
     """Three pool tasks and one target, one pre-finetuned model (k = 2), one fine-tuning run."""
     config = load_config()
     config.update(pool=["syn_01", "syn_02", "syn_03"], targets=["syn_target_pair"], protocol="held_out",
-                  task_counts=[2], draws=1, finetune_seeds=1, sample_efficiency=None, ablations={})
+                  task_counts=[2], draws=1, finetune_seeds=1, sample_efficiency=None, ablations={}, null_arm=None)
     config["prefinetune"].update(max_steps=20, checkpoint_every=1000)
     config["finetune"].update(checkpoint_every=5)
     return config

@@ -53,6 +53,11 @@ class Data:
         """Per-example labels of a tokenized split (an Arrow table) as a numpy array."""
         return table.column("label").to_numpy().astype("float32")
 
+    def shuffled_labels(self, labels, table, rng: np.random.Generator):
+        """The null arm's labels (``read_labels``' array of the split ``table``): what they say about their inputs
+        destroyed, everything else kept. Here, for classes and regression values: permuted across the examples."""
+        return labels[rng.permutation(len(labels))]
+
     def batch_labels(self, labels, examples: np.ndarray) -> np.ndarray:
         """The labels of a batch's ``examples`` (indices into ``read_labels``' array), as one numpy array."""
         return labels[examples]

@@ -54,6 +54,13 @@ class MultipleChoiceData(Data):
     def read_labels(self, table):
         return table.column("label").to_numpy().astype(np.int64)
 
+    def shuffled_labels(self, labels, table, rng):
+        """Answers permuted across the examples; one beyond its new example's choices wraps round (modulo them)."""
+        import pyarrow.compute as pc
+
+        choices = pc.list_value_length(table.column("input_ids").combine_chunks()).to_numpy()
+        return labels[rng.permutation(len(labels))] % choices
+
 
 class MultipleChoiceModel(Model):
     shared_head = True

@@ -65,6 +65,10 @@ class SummarizationData(Data):
         tokens = pc.list_flatten(labels).to_numpy().astype(np.int64)
         return np.split(tokens, np.cumsum(pc.list_value_length(labels).to_numpy())[:-1])
 
+    def shuffled_labels(self, labels, table, rng):
+        """The summaries permuted across the examples: each document trains on another document's summary."""
+        return [labels[i] for i in rng.permutation(len(labels))]
+
     def batch_labels(self, labels, examples):
         """(examples, longest summary), padded with -100 (no loss)."""
         rows = [labels[i] for i in examples]
