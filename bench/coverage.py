@@ -86,9 +86,9 @@ TRUTHS = {
     "flat": Truth(lambda k: 0.0 * k, None, None),
 }
 # issue-level goals at the config's design: (truth, what, bound)
-GOALS = [("hinge_mid", "identified", 0.80), ("hinge_mid", "k_c covered", 0.85), ("hinge_mid", "break_even covered", 0.85),
-         ("hinge_13", "identified", 0.80), ("hinge_13", "k_c covered", 0.85), ("hinge_13", "break_even covered", 0.85),
-         ("line", "identified", -0.10), ("flat", "identified", -0.10)]  # negative: at most
+GOALS = [(t, what, 0.80 if what == "identified" else 0.85) for t in ("hinge_mid", "hinge_13")
+         for what in ("identified", "k_c covered", "break_even covered")]
+GOALS += [("line", "identified", -0.10), ("flat", "identified", -0.10)]  # negative: at most
 
 
 @dataclass

@@ -10,18 +10,18 @@ records in its ``metrics.json``:
   position (multiple choice), a constant value (regression: correlation 0), the empty answer (span: 0 unless
   the split has unanswerable questions), the lead-3 baseline (summarization: what a BART that has not learnt to
   summarise produces, it copies the document's start);
-- ``loss_start``, ``loss_end``: the training loss of the first and of the last row of its ``train_log.tsv``
-  (each the mean over ``log_every`` updates).
+- ``loss_start``, ``loss_end``: the model's loss on the first 256 examples of its training data (``stages.PROBE``),
+  in eval mode, before the first update and after the last.
 
 A run failed when both hold:
-- its training loss did not fall: ``loss_end >= LOSS_KEPT * loss_start`` (it fell by less than 10 %);
+- training did not move it: ``loss_end >= LOSS_KEPT * loss_start`` (the loss fell by less than 10 %);
 - its score is at chance: ``value <= chance + MARGIN`` (at most 0.05 above it, in the metric's own units, all
   of which run from 0 to 1 here: the noise of a small validation split, and the few tokens that arbitrary
   spans or summaries share with the answer).
 
 Either alone is not enough: a run can score near chance after real training (pre-finetuning may hurt a target
 that much, and leaving such runs out would hide the dip the study measures), and a run whose head was carried
-over from pre-finetuning may start at a low loss that hardly falls while it scores well. A run without these
+over from pre-finetuning may start at a low loss that falls little while it scores well. A run without these
 fields (written before they were recorded) is not marked.
 """
 

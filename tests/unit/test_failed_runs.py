@@ -1,4 +1,4 @@
-"""Failed fine-tuning runs (prefinetune.failed_runs): the rule, scaling.csv's column, and the fits that leave them out."""
+"""Failed fine-tuning runs (prefinetune.failed_runs): the rule, scaling.csv's column, the fits that leave them out."""
 
 from __future__ import annotations
 
