@@ -135,8 +135,11 @@ def scaling_figure(df: pd.DataFrame, title: str, critical: pd.DataFrame | None =
     """The scaling curve of ``df`` (the table of ``analysis.collect``): one panel per target (y = that target's
     metric) plus a panel of the standardised mean over targets; with ``critical`` (the critical-point table),
     each identified k_c, its interval, the hinge fit and the break-even k. Reference models' rows (variant
-    reference:<name>) are horizontal bands (mean ± std over their seeds) on every panel."""
+    reference:<name>) are horizontal bands (mean ± std over their seeds) on every panel. Failed runs (``failed``,
+    failed_runs.py) are crosses, left out of the means as the fits leave them out."""
     df, references = split_references(df)
+    marked = df["failed"].astype(str).str.lower().isin(["true", "1"]) if "failed" in df else df["k"] < 0
+    failed, df = df[marked], df[~marked]
     stats = summarize(df)
     metric_of = df.groupby("target")["metric"].first()
     targets = sorted(metric_of.index)
@@ -148,6 +151,9 @@ def scaling_figure(df: pd.DataFrame, title: str, critical: pd.DataFrame | None =
         flat = np.ravel(axes)
         for ax, target in zip(flat, targets):
             _panel(ax, df[df["target"] == target], stats[stats["target"] == target], target, metric_of[target])
+            lost = failed[failed["target"] == target]
+            if len(lost):
+                ax.scatter(lost["k"], lost["value"], s=18, marker="x", color="C3", label="failed run (left out)")
             _references(ax, references[references["target"] == target])
             _critical(ax, rows.get(target), k_max)
         mean_ax = flat[len(targets)]
