@@ -80,6 +80,7 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     summary = train(model, {target.name: train_ds}, settings, steps, pad_id, log_tsv, desc=f"fine-tune {target.name}",
                     checkpoint_dir=checkpoint_dir, live_dir=live_dir, inputs=inputs)
     metrics = evaluate(model, target, tokenized, pad_id, settings, summary["precision"], encoder_dir)
+    chance = metrics.pop("chance")
     if live_dir is not None and distributed.is_main():
         record_once(live_dir, summary["steps"], {f"validation/{name}": value for name, value in metrics.items()},
                     settings.get("report_to", DEFAULT_REPORT_TO))
@@ -87,7 +88,8 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
               "metric": target.metric, "value": metrics[target.metric], "metrics": metrics,
               "head": "pre-finetuned" if carried else "new" if head in model.heads else "the model's own",
               "train_examples": len(train_ds), "encoder": encoder_id,
-              "steps": summary["steps"], "precision": summary["precision"], "attention": summary["attention"]}
+              "steps": summary["steps"], "precision": summary["precision"], "attention": summary["attention"],
+              "chance": chance, **logged_losses(log_tsv)}  # what failed_runs.py reads
     if label_map(tokenized) is not None:  # which raw label each class index stands for
         result["label_map"] = label_map(tokenized)
     write_json(metrics_json, result)
@@ -95,3 +97,10 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
         checkpoint.remove(checkpoint_dir)
     return result
 
+
+def logged_losses(log_tsv: str) -> dict[str, float]:
+    """The training loss of the first and the last row of a ``train_log.tsv``: loss_start, loss_end."""
+    with open(log_tsv) as f:
+        header, *rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    column = header.index("loss")
+    return {"loss_start": float(rows[0][column]), "loss_end": float(rows[-1][column])}
