@@ -1,6 +1,6 @@
 """The bill before launch: examples, tokens and GPU-hours of every training job of the DAG, against its runtime.
 
-Run as ``snakemake plan`` (rules/plan.smk). :func:`training_jobs` lists the jobs from the experiment's values
+Run as ``snakemake --cores 1 plan`` (rules/plan.smk). :func:`training_jobs` lists the jobs from the experiment's values
 (the same lists the workflow's input functions are built from); the rule adds each job's output path. Per task it counts the real (non-pad) tokens of the tokenized training split where that exists
 (``exact``), and otherwise reads the registry's ``size`` (``rough``: examples from the dataset cards, a
 guessed mean length per row). A job is exact only if all its tasks are.
@@ -217,21 +217,29 @@ class Requests:
     def __init__(self, jobs: list[dict], pricer: Pricer):
         self.pricer = pricer
         self.jobs = {job["output"]: job for job in jobs}
+        self.keys = {job["output"]: work_key(job) for job in jobs}
         self.kinds: dict[str, dict[str, dict]] = {}  # rule -> {work_key: a job of that kind}
         for job in jobs:
-            self.kinds.setdefault(job["rule"], {}).setdefault(work_key(job), job)
+            self.kinds.setdefault(job["rule"], {}).setdefault(self.keys[job["output"]], job)
+        self._asked_of: dict[tuple, int] = {}
 
-    def _asked(self, job: dict) -> int:
-        return asked_minutes(self.pricer.hours(job), job["runtime"], self.pricer.throughput)
+    def _asked(self, key: str, job: dict) -> int:
+        """What one kind of job asks for, computed again only once its model's rate or a task's size (rough, then
+        exact once tokenized) has changed."""
+        model = job.get("model")
+        state = (key, self.pricer.rate(model)[0], tuple(self.pricer.size(model, t).exact for t in job["tasks"]))
+        if state not in self._asked_of:
+            self._asked_of[state] = asked_minutes(self.pricer.hours(job), job["runtime"], self.pricer.throughput)
+        return self._asked_of[state]
 
     def minutes(self, output: str, attempt: int = 1) -> int:
         """Minutes for the job that writes ``output``; a retry (``attempt`` > 1) asks for twice the attempt before,
         at most its rule's runtime."""
         job = self.jobs[output]
         if job["rule"] in ARRAY_RULES:
-            asked = max(self._asked(kind) for kind in self.kinds[job["rule"]].values())
+            asked = max(self._asked(key, kind) for key, kind in self.kinds[job["rule"]].items())
         else:
-            asked = self._asked(job)
+            asked = self._asked(self.keys[output], job)
         return min(math.ceil(duration_minutes(job["runtime"])), asked * 2 ** (max(1, attempt) - 1))
 
 
