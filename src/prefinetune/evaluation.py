@@ -22,7 +22,8 @@ from .training import autocast, pick_device
 
 def evaluate(model: MultiTaskModel, task: Task, tokenized: str, pad_id: int, settings: dict,
              precision: str = "fp32", model_dir: str | None = None) -> dict:
-    """Every metric of the task's type on its validation split, run at the training's (resolved) ``precision``;
+    """Every metric of the task's type on its validation split, run at the training's (resolved) ``precision``,
+    and ``chance``: the metric's score there of a prediction that learnt nothing (:func:`chance_score`);
     ``model_dir`` has the tokenizer (families that generate decode text)."""
     fam = family(task)
     validation = load_tokenized(tokenized, "validation")
@@ -44,7 +45,25 @@ def evaluate(model: MultiTaskModel, task: Task, tokenized: str, pad_id: int, set
             check_finite(outputs, task, row, scorer.padding)
             scorer.add(outputs, inputs["segments"][0].labels.cpu().numpy(), inputs["attention_mask"].sum(-1).tolist())
             row += len(outputs)
-    return scorer.result()
+    metrics = scorer.result()
+    return {**metrics, "chance": chance_score(task, scorer, metrics)}
+
+
+def chance_score(task: Task, scorer, metrics: dict) -> float:
+    """The task's metric on the split ``scorer`` accumulated, for a prediction that learnt nothing of the target
+    (``failed_runs.py``): the best constant class (classification) or answer position (multiple choice), a
+    constant value (regression: a correlation of 0), the empty answer (span), the lead baseline (summarization)."""
+    if task.type == "regression":
+        return 0.0
+    if task.type == "summarization":
+        return float(metrics[f"lead_{task.metric}"])
+    if task.type == "span":
+        golds = [a["text"] for a in scorer.examples["answers"]]
+        return float(scorer.compute(task.type, [""] * len(golds), golds)[task.metric])
+    labels = np.concatenate(scorer.labels).astype(int)
+    width = task.num_labels if task.type == "classification" else max(o.shape[1] for o in scorer.outputs)
+    constant = lambda c: np.eye(width)[np.full(len(labels), c)]  # noqa: E731  every row predicts c
+    return max(float(scorer.compute(task.type, constant(c), labels)[task.metric]) for c in range(width))
 
 
 def check_finite(outputs: np.ndarray, task: Task, first_row: int, padding: float | None = None) -> None:

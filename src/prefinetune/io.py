@@ -3,9 +3,9 @@
 An output is written into a temporary sibling (``.<name>.<random>.tmp``), its files and folders are fsynced,
 and only then is it renamed into place, and the folder holding it fsynced: after a node crash the name points
 at complete bytes, never at a short file. A folder that already exists is renamed aside (``.<name>.old``) before
-the new one takes its name, so that at every instant one of the two exists (:func:`recover` puts the aside one
-back if a kill came between the two renames). A writer first removes the temporaries a killed writer of the same
-path left behind.
+the new one takes its name, so that at every instant one of the two exists; a checkpoint folder is removed the
+same way, and :func:`recover` puts it back after a kill midway. A writer first removes the temporaries a killed
+writer of the same path left behind.
 
 Outputs get the permissions the umask gives any new file or folder (tempfile's own 0700 is undone), so a
 lab sharing a project directory can read each other's datasets and models.

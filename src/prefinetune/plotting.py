@@ -197,7 +197,8 @@ def plot_efficiency(df: pd.DataFrame, pdf_path: str | os.PathLike, png_path: str
 
 def transfer_figure(table: pd.DataFrame, title: str):
     """The transfer map: pool tasks (rows) by targets (columns). Colour: the effect in standard deviations of
-    the target; text: the effect in the target's metric, starred where its interval excludes 0; grey cells
+    the target; text: the effect in the target's metric, starred where ``starred`` (its Benjamini-Hochberg
+    q-value at most transfer.FDR, 10 %); grey cells
     with "n/i": not identified by the design."""
     targets = list(dict.fromkeys(table["target"]))
     tasks = sorted(table["task"].unique())
@@ -215,7 +216,7 @@ def transfer_figure(table: pd.DataFrame, title: str):
                 if not row["identified"]:
                     text = "n/i"
                 else:
-                    star = "*" if row["effect_lo"] > 0 or row["effect_hi"] < 0 else ""
+                    star = "*" if row["starred"] else ""
                     text = f"{row['effect']:+.3f}{star}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=7)
         ax.set_xticks(range(len(targets)), [f"{g}\n({cells.loc[(tasks[0], g), 'metric']})" for g in targets])

@@ -85,6 +85,7 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
 
     def evaluate_and_write(summary: dict) -> dict:  # after the last update, still under the stop signals
         metrics = evaluate(model, target, tokenized, pad_id, settings, summary["precision"], encoder_dir)
+        chance = metrics.pop("chance")
         if live_dir is not None and distributed.is_main():
             record_once(live_dir, summary["steps"], {f"validation/{name}": value for name, value in metrics.items()},
                         settings.get("report_to", DEFAULT_REPORT_TO))
@@ -93,7 +94,8 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
                   "head": "pre-finetuned" if carried else "new" if head in model.heads else "the model's own",
                   "train_examples": len(train_ds), "encoder": encoder_id,
                   "steps": summary["steps"], "precision": summary["precision"], "attention": summary["attention"],
-                  "micro_batch_halvings": summary["micro_batch_halvings"]}
+                  "micro_batch_halvings": summary["micro_batch_halvings"],
+                  "chance": chance, **logged_losses(log_tsv)}  # what failed_runs.py reads
         if label_map(tokenized) is not None:  # which raw label each class index stands for
             result["label_map"] = label_map(tokenized)
         write_json(metrics_json, result)
@@ -105,3 +107,10 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
         checkpoint.remove(checkpoint_dir)
     return result
 
+
+def logged_losses(log_tsv: str) -> dict[str, float]:
+    """The training loss of the first and the last row of a ``train_log.tsv``: loss_start, loss_end."""
+    with open(log_tsv) as f:
+        header, *rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    column = header.index("loss")
+    return {"loss_start": float(rows[0][column]), "loss_end": float(rows[-1][column])}

@@ -222,6 +222,15 @@ def test_finetune_scores_each_family(prepared, tmp_path, target, metrics):
     assert all(0.0 <= v <= 1.0 for k, v in result["metrics"].items() if k != "matthews")
     assert json.loads((tmp_path / "metrics.json").read_text()) == result
     assert result["family"] == tasks[target].family and result["head"] == "new"
+    # what the failed-run rule reads: the chance score of the validation split, the first and last logged loss
+    if target == "newsqa":  # the empty answer: every validation question here has one
+        assert result["chance"] == 0.0
+    else:  # the best constant class or answer position
+        labels = load_tokenized(root / "tok" / target, "validation")["label"]
+        assert result["chance"] == pytest.approx(max(np.mean(np.equal(labels, c)) for c in range(4)))
+        assert 0.25 <= result["chance"] < 1
+    log = pd.read_csv(tmp_path / "log.tsv", sep="\t")
+    assert (result["loss_start"], result["loss_end"]) == pytest.approx((log["loss"].iloc[0], log["loss"].iloc[-1]))
 
 
 def test_carried_heads_start_from_the_prefinetuned_ones(prepared, tmp_path):
