@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
 
 import pandas as pd
-import yaml
 
 from .config import is_reference
 from .failed_runs import FIELDS, failed
 from .families import ALL_METRICS
+from .faults import Fault
 from .io import atomic_path
+from .tasks import read_yaml
 
 # One row per fine-tuning run; k = 0 is the model without pre-finetuning (draw 0, shared by all draws).
 # ``value`` is the target's primary metric (named in ``metric``); every metric of its family follows,
@@ -43,6 +45,7 @@ def collect(paths: list[str], variant: str) -> pd.DataFrame:
         missing = [key for key in REQUIRED if key not in record]
         if missing:
             raise ValueError(f"{path}: missing required key(s) {missing}")
+        check_numbers(record, path)
         reference = is_reference(record.get("variant"))
         rows.append({"variant": record["variant"] if reference else variant, "family": record.get("family", ""),
                      "percent": record.get("percent", 100), **{key: record[key] for key in REQUIRED},
@@ -54,6 +57,14 @@ def collect(paths: list[str], variant: str) -> pd.DataFrame:
     references = df["variant"].map(is_reference)
     return pd.concat([df[~references].sort_values(SORT_KEYS), df[references].sort_values(["variant", "target", "seed"])],
                      ignore_index=True)
+
+
+def check_numbers(record: dict, path) -> None:
+    """A run's value and metrics are finite numbers: a NaN or inf (or null) is never a point of the curve."""
+    fields = {"value": record["value"], **{f"metrics.{k}": v for k, v in (record.get("metrics") or {}).items()}}
+    for field, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise Fault(f"{path}: {field}: {value!r} is not a finite number; rerun that job (delete the file)")
 
 
 def split_references(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -179,8 +190,7 @@ def read_orders(paths: list[str | os.PathLike]) -> dict[int, list[str]]:
     """Each draw's task order from the subsets step's ``draw<d>.yaml`` files."""
     orders = {}
     for path in paths:
-        with open(path) as f:
-            record = yaml.safe_load(f)
+        record = read_yaml(path)
         if not isinstance(record, dict) or "draw" not in record or "order" not in record:
             raise ValueError(f"{path}: needs the fields 'draw' and 'order'")
         orders[int(record["draw"])] = list(record["order"])
