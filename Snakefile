@@ -3,7 +3,7 @@
 # The null arm (snakemake null): the same models on the same subsets, their labels destroyed, against the curve.
 # Run the embedded default:  snakemake --cores 2 --directory demo
 # Run the cluster experiment: snakemake --profile slurm results/scaling_curve.pdf
-# What it will cost:         snakemake plan   (results/plan.tsv)
+# What it will cost:         snakemake --cores 1 plan   (results/plan.tsv)
 
 import sys
 from pathlib import Path

@@ -3,7 +3,7 @@
 # runtime, and the time each job asks Slurm for (the same values as the rules' runtime resource). A local
 # rule: it runs offline, before anything is downloaded (rough sizes from the registry), and again once data is
 # tokenized (real token counts): the tokenized data that exists is its input.
-#   snakemake plan   ->  results/plan.tsv (summary), results/plan_jobs.tsv (one row per job)
+#   snakemake --cores 1 plan   ->  results/plan.tsv (summary), results/plan_jobs.tsv (one row per job)
 
 
 localrules:

@@ -26,22 +26,29 @@ from .config import NULL
 
 T_DRAWS = 200_000  # draws of the t distribution behind each interval's quantiles (Monte-Carlo error < 0.5 %)
 KEYS = ["k", "draw", "seed"]
-COLUMNS = ["target", "metric", "k", "n_draws", "main", "null", "content", "content_lo", "content_hi", "level"]
+COLUMNS = ["target", "metric", "k", "n_draws", "main", "null", "content", "content_lo", "content_hi", "level", "n_failed"]
 CURVES = {"main": "main", NULL: "null", "content": "main - null"}  # the curve -> the runs' column: main, null, both
 
 
 def paired_runs(main: pd.DataFrame, null: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     """(target, metric, runs) for every target and the standardised mean (``analysis.curve_series``), the runs
     with columns k, draw, seed, main and null: the main curve's run and the null arm's of the same k, draw and
-    seed, on the null arm's task counts (k = 0: the one baseline run in both)."""
+    seed, on the null arm's task counts (k = 0: the one baseline run in both); main_failed and null_failed: the
+    failed-run rule's verdict on each (``failed_runs.py``; False where the table has no ``failed`` column)."""
     main = main[main["k"].isin(null["k"].unique())]
-    scale = target_scale(main)
+    scale = target_scale(main[~_failed(main)])
     nulls = {target: runs for target, _, runs in curve_series(null, scale)}
     out = []
     for target, metric, runs in curve_series(main, scale):
-        pair = runs[[*KEYS, "value"]].merge(nulls[target][[*KEYS, "value"]], on=KEYS, suffixes=("_main", "_null"))
-        out.append((target, metric, pair.rename(columns={"value_main": "main", "value_null": "null"})))
+        a, b = (r[[*KEYS, "value"]].assign(failed=_failed(r)) for r in (runs, nulls[target]))
+        pair = a.merge(b, on=KEYS, suffixes=("_main", "_null"))
+        out.append((target, metric, pair.rename(columns={"value_main": "main", "value_null": "null",
+                                                         "failed_main": "main_failed", "failed_null": "null_failed"})))
     return out
+
+
+def _failed(runs: pd.DataFrame) -> np.ndarray:
+    return runs["failed"].to_numpy(bool) if "failed" in runs else np.zeros(len(runs), bool)
 
 
 def t_interval(values: np.ndarray, level: float, rng: np.random.Generator) -> tuple[float, float]:
@@ -57,17 +64,23 @@ def t_interval(values: np.ndarray, level: float, rng: np.random.Generator) -> tu
 
 def content_table(paired: list[tuple[str, str, pd.DataFrame]], level: float = LEVEL, seed: int = 0) -> pd.DataFrame:
     """Per target (and the standardised mean) and pre-finetuned k: the mean over draws of the main and the null
-    models (each a mean over its seeds), content = main - null, and its interval over the draws' differences."""
+    models (each a mean over its seeds that did not fail), content = main - null, and its interval over the
+    draws' differences; ``n_failed``: the failed runs left out (both arms; a draw of which one arm has no run left
+    is left out)."""
     rows = []
     for i, (target, metric, runs) in enumerate(paired):
         rng = np.random.default_rng([seed, i])
-        models = runs[runs["k"] > 0].groupby(["k", "draw"])[["main", "null"]].mean().reset_index()
+        trained = runs[runs["k"] > 0]
+        arms = trained[KEYS[:2]].assign(main=trained["main"].mask(trained["main_failed"]),
+                                         null=trained["null"].mask(trained["null_failed"]))
+        models = arms.groupby(KEYS[:2])[["main", "null"]].mean().dropna().reset_index()
+        failed = (trained["main_failed"].astype(int) + trained["null_failed"].astype(int)).groupby(trained["k"]).sum()
         for k, cells in models.groupby("k"):
             diff = (cells["main"] - cells["null"]).to_numpy()
             lo, hi = t_interval(diff, level, rng)
             rows.append({"target": target, "metric": metric, "k": int(k), "n_draws": len(cells),
                          "main": cells["main"].mean(), "null": cells["null"].mean(), "content": diff.mean(),
-                         "content_lo": lo, "content_hi": hi, "level": level})
+                         "content_lo": lo, "content_hi": hi, "level": level, "n_failed": int(failed[k])})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -78,8 +91,10 @@ def critical_by_curve(paired: list[tuple[str, str, pd.DataFrame]], n_boot: int =
     null_arm, main - null)."""
     parts = []
     for curve, column in CURVES.items():
-        series = [(target, metric, runs[KEYS].assign(value=runs["main"] - runs["null"] if curve == "content"
-                                                      else runs[column])) for target, metric, runs in paired]
+        series = [(target, metric, runs[KEYS].assign(
+            value=runs["main"] - runs["null"] if curve == "content" else runs[column],
+            failed=runs["main_failed"] | runs["null_failed"] if curve == "content" else runs[f"{column}_failed"]))
+                  for target, metric, runs in paired]
         table = critical_points(series, "main - null" if curve == "content" else curve, n_boot=n_boot, level=level,
                                 seed=seed)
         parts.append(table.assign(curve=curve))

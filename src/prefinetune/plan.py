@@ -1,6 +1,6 @@
 """The bill before launch: examples, tokens and GPU-hours of every training job of the DAG, against its runtime.
 
-Run as ``snakemake plan`` (rules/plan.smk). :func:`training_jobs` lists the jobs from the experiment's values
+Run as ``snakemake --cores 1 plan`` (rules/plan.smk). :func:`training_jobs` lists the jobs from the experiment's values
 (the same lists the workflow's input functions are built from); the rule adds each job's output path. Per task it counts the real (non-pad) tokens of the tokenized training split where that exists
 (``exact``), and otherwise reads the registry's ``size`` (``rough``: examples from the dataset cards, a
 guessed mean length per row). A job is exact only if all its tasks are.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -222,21 +223,29 @@ class Requests:
     def __init__(self, jobs: list[dict], pricer: Pricer):
         self.pricer = pricer
         self.jobs = {job["output"]: job for job in jobs}
+        self.keys = {job["output"]: work_key(job) for job in jobs}
         self.kinds: dict[str, dict[str, dict]] = {}  # rule -> {work_key: a job of that kind}
         for job in jobs:
-            self.kinds.setdefault(job["rule"], {}).setdefault(work_key(job), job)
+            self.kinds.setdefault(job["rule"], {}).setdefault(self.keys[job["output"]], job)
+        self._asked_of: dict[tuple, int] = {}
 
-    def _asked(self, job: dict) -> int:
-        return asked_minutes(self.pricer.hours(job), job["runtime"], self.pricer.throughput)
+    def _asked(self, key: str, job: dict) -> int:
+        """What one kind of job asks for, computed again only once its model's rate or a task's size (rough, then
+        exact once tokenized) has changed."""
+        model = job.get("model")
+        state = (key, self.pricer.rate(model)[0], tuple(self.pricer.size(model, t).exact for t in job["tasks"]))
+        if state not in self._asked_of:
+            self._asked_of[state] = asked_minutes(self.pricer.hours(job), job["runtime"], self.pricer.throughput)
+        return self._asked_of[state]
 
     def minutes(self, output: str, attempt: int = 1) -> int:
         """Minutes for the job that writes ``output``; a retry (``attempt`` > 1) asks for twice the attempt before,
         at most its rule's runtime."""
         job = self.jobs[output]
         if job["rule"] in ARRAY_RULES:
-            asked = max(self._asked(kind) for kind in self.kinds[job["rule"]].values())
+            asked = max(self._asked(key, kind) for key, kind in self.kinds[job["rule"]].items())
         else:
-            asked = self._asked(job)
+            asked = self._asked(self.keys[output], job)
         return min(math.ceil(duration_minutes(job["runtime"])), asked * 2 ** (max(1, attempt) - 1))
 
 
@@ -259,16 +268,22 @@ def rough_size(name: str, task: dict, max_length: int, doc_stride: int) -> TaskS
 
 
 def exact_size(tokenized: str | Path) -> TaskSize:
-    """Rows and real tokens of a tokenized training split (multiple choice: every choice's row)."""
+    """Rows and real tokens of a tokenized training split (multiple choice: every choice's row), read from its
+    Arrow files with pyarrow alone (the Snakemake process that builds the DAG calls this: no ``datasets``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    from datasets import load_from_disk
 
-    ds = load_from_disk(str(Path(tokenized) / "train"))
-    ids = ds.data.table.column("input_ids")
-    if pa.types.is_list(ids.type.value_type):  # multiple choice: a list of rows per example
-        ids = pc.list_flatten(ids)
-    return TaskSize(len(ds), int(pc.sum(pc.list_value_length(ids)).as_py() or 0), True)
+    split = Path(tokenized) / "train"
+    files = [split / f["filename"] for f in json.loads((split / "state.json").read_text())["_data_files"]]
+    rows = tokens = 0
+    for path in files:  # save_to_disk's files: Arrow IPC streams, the split's rows in order, no index mapping
+        with pa.memory_map(str(path)) as source:
+            ids = pa.ipc.open_stream(source).read_all().column("input_ids")
+        rows += len(ids)
+        if pa.types.is_list(ids.type.value_type):  # multiple choice: a list of rows per example
+            ids = pc.list_flatten(ids)
+        tokens += int(pc.sum(pc.list_value_length(ids)).as_py() or 0)
+    return TaskSize(rows, tokens, True)
 
 
 def tokens_per_second(plan: dict, model_params: int) -> tuple[float, str]:
@@ -443,12 +458,21 @@ def bill(summary: list[dict], over: list[str], throughput: str, plan: dict | Non
 
 
 def model_parameters(model_dir: str | Path) -> int:
-    """Parameters of the transformer in ``model_dir`` (built from its config.json on the meta device: no weights
-    read): an encoder without pooler, or an encoder-decoder (BART; its LM head is tied to the embeddings)."""
-    import torch
-    from transformers import AutoConfig, AutoModel
-
-    config = AutoConfig.from_pretrained(str(model_dir))
-    with torch.device("meta"):
-        model = AutoModel.from_config(config, **({} if config.is_encoder_decoder else {"add_pooling_layer": False}))
-    return sum(p.numel() for p in model.parameters())
+    """Parameters of the model that download_model saved in ``model_dir`` (an encoder without pooler, or an
+    encoder-decoder whose LM head is tied to its embeddings), summed from the tensor shapes in the headers of its
+    safetensors files: no weight is read, and neither torch nor transformers is imported (the Snakemake process
+    that builds the DAG calls this). Every saved tensor counts, so BART's ``final_logits_bias`` buffer too (one
+    number per vocabulary entry, 0.04 % of BART-base)."""
+    folder = Path(model_dir)
+    index = folder / "model.safetensors.index.json"  # a sharded save: its files, listed by the index
+    names = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    total = 0
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file; the plan counts the model's parameters from it (a folder that "
+                              "download_model saved with save_pretrained has it)")
+        with open(path, "rb") as f:  # the format: 8 bytes (little-endian header length), then the JSON header
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        total += sum(math.prod(t["shape"]) for key, t in header.items() if key != "__metadata__")
+    return total

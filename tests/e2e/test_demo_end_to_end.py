@@ -465,7 +465,7 @@ def test_a_fine_tuning_job_stopped_by_sigterm_resumes_when_rerun(demo):
 
 
 def test_plan_counts_the_real_tokens_of_the_finished_run(demo):
-    """`snakemake plan` after the run: exact counts from the tokenized data and the built model, and each job's
+    """`snakemake --cores 1 plan` after the run: exact counts from the tokenized data and the built model, and each job's
     examples as its run drew them (fine-tuning: updates x batch, as metrics.json records; pre-finetuning:
     max_steps x batch)."""
     config = load_config()

@@ -213,7 +213,7 @@ def expected_runtimes(config: dict) -> dict[str, int]:
 
 def test_every_training_job_of_the_cluster_config_asks_for_its_estimate(tmp_path):
     """The right-sized runtime of every training job of the curve and its reference model, as the Slurm profile
-    submits them, against the same computation done here; and `snakemake plan` bills the same values."""
+    submits them, against the same computation done here; and `snakemake --cores 1 plan` bills the same values."""
     config = load_config(REPO / "config.yaml")
     workdir = make_workdir(tmp_path, config)
     result = snakemake(workdir, "--profile", "slurm", "-n", "--cores", "64")
@@ -280,10 +280,10 @@ def test_cluster_sample_efficiency_fine_tunes_held_out_datasets_and_reuses_a_mai
 
 
 def test_plan_of_the_cluster_config_works_offline_before_any_download(tmp_path):
-    """`snakemake plan` on config.yaml with nothing downloaded: every training job of the curve, the null arm, the
-    ablations and the sample-efficiency study priced once from the registry's rough sizes. In bf16 (the default)
-    every job fits; in fp32, RACE and MNLI exceed the 4 h fine-tuning runtime at the assumed throughput and are
-    named with the runtime they need."""
+    """`snakemake --cores 1 plan` on config.yaml with nothing downloaded: every training job of the curve, the null
+    arm, the ablations and the sample-efficiency study priced once from the registry's rough sizes. In bf16 (the
+    default) every job fits; in fp32, RACE and MNLI exceed the 4 h fine-tuning runtime at the assumed throughput and
+    are named with the runtime they need."""
     import pandas as pd
 
     config = load_config(REPO / "config.yaml")
