@@ -4,6 +4,7 @@
 # Run the embedded default:  snakemake --cores 2 --directory demo
 # Run the cluster experiment: snakemake --profile slurm results/scaling_curve.pdf
 # What it will cost:         snakemake --cores 1 plan   (results/plan.tsv)
+# Checkpoints of jobs that are not running, removed:  snakemake --cores 1 clean_checkpoints
 
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ include: "rules/aggregate.smk"
 include: "rules/sample_efficiency.smk"
 include: "rules/null.smk"
 include: "rules/plan.smk"
+include: "rules/clean.smk"
 
 
 report: "report/workflow.rst"

@@ -13,7 +13,8 @@ Each simulated study is a table in the scaling.csv shape, as the config's design
   run noise  Student t with 3 degrees of freedom scaled to SD ``--noise``: heavy-tailed, as seeds are
   failures   each run (k = 0 included) fails with probability ``--failed``: it scores the target's chance level,
              0.53 (RTE's majority class), and its training loss does not fall; the rule of ``failed_runs.py``
-             reads the same fields a fine-tuning job records and marks it
+             reads the same fields a fine-tuning job records and marks it (``--unmarked``: the loss of a failed
+             run falls all the same, so the rule does not mark it and the fits average it in)
 The design (task counts, draws, seeds, the pool, the targets, the protocol) is the config's (``--config``,
 default config.yaml); ``--counts``, ``--draws`` and ``--seeds`` override it.
 
@@ -108,6 +109,7 @@ class Noise:
     draw_sd: float = 0.0      # SD of an offset per draw
     model_sd: float = 0.0     # SD of an offset per (k, draw) model
     failed: float = 0.0       # probability that a run fails
+    unmarked: bool = False    # failed runs whose loss falls all the same: the rule does not mark them
 
 
 def design_from_config(path: Path) -> Design:
@@ -151,7 +153,8 @@ def simulate(design: Design, curve: Callable, effects: np.ndarray, noise: Noise,
     start = LOSS_START * (1 + 0.02 * rng.standard_normal(len(df)))
     df["value"] = np.where(fails, CHANCE, df["value"])
     df["chance"], df["loss_start"] = CHANCE, start
-    df["loss_end"] = start * np.where(fails, rng.uniform(0.97, 1.02, len(df)), rng.uniform(0.05, 0.5, len(df)))
+    flat = fails & (not noise.unmarked)
+    df["loss_end"] = start * np.where(flat, rng.uniform(0.97, 1.02, len(df)), rng.uniform(0.05, 0.5, len(df)))
     df["failed"] = failed_runs.failed(df)
     df["target"] = [f"target{i}" for i in df["target"]]
     return df.assign(metric="accuracy"), orders
@@ -334,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-sd", type=float, default=0.0, help="SD of an offset per (k, draw) model (default 0)")
     parser.add_argument("--failed", type=float, nargs="+", default=[0.0, 0.03],
                         help="shares of failed runs, one report each (default 0 0.03)")
+    parser.add_argument("--unmarked", action="store_true", help="failed runs that the rule does not mark")
     parser.add_argument("--studies", type=int, default=100, help="simulated studies per truth (default 100)")
     parser.add_argument("--bootstrap", type=int, default=breakpoint.N_BOOT,
                         help=f"bootstrap replicates per row (default {breakpoint.N_BOOT}, as the analysis)")
@@ -351,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     design = design_from_config(args.config)
     design = replace(design, counts=sorted(args.counts or design.counts), draws=args.draws or design.draws,
                      seeds=args.seeds or design.seeds)
-    noise = Noise(args.task_sd, args.noise, args.draw_sd, args.model_sd)
+    noise = Noise(args.task_sd, args.noise, args.draw_sd, args.model_sd, unmarked=args.unmarked)
     n_boot = args.bootstrap
     if args.smoke:
         args.studies, n_boot, args.truths = 3, 40, ["hinge_13", "flat"]
@@ -365,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"design: task counts {design.counts}, {design.draws} draws, {design.seeds} seeds, "
           f"{len([t for t in design.pool if t not in design.targets])} pool tasks in random order "
           f"({design.protocol}); task effect SD {noise.task_sd}, run noise SD {noise.noise} (t, 3 df), draw offset SD "
-          f"{noise.draw_sd}, model offset SD {noise.model_sd}; {args.studies} studies, {n_boot} replicates, level "
+          f"{noise.draw_sd}, model offset SD {noise.model_sd}{', failed runs unmarked' if noise.unmarked else ''}; "
+          f"{args.studies} studies, {n_boot} replicates, level "
           f"{args.level}, interval method {args.method or 'default'}, seed {args.seed}")
     started = time.perf_counter()
     if args.map or args.smoke:

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from prefinetune import tasks as registry
-from prefinetune.config import (MAIN, NULL, REFERENCE, Experiment, Run, config_sources, duration_minutes,
-                               is_reference, reference_name)
+from prefinetune.config import (MAIN, MODEL_SOURCES, NULL, REFERENCE, Experiment, Run, checkpoint_root,
+                               config_sources, duration_minutes, hf_home, is_reference, reference_name)
 from prefinetune.plan import Pricer, Requests, training_jobs
 from prefinetune.slurm_plugin import fix_job_arrays
 from prefinetune.tasks import ConfigError
@@ -33,6 +33,9 @@ except ConfigError as error:
 
 MODEL = EXP.config["model"]["name"]
 RES = EXP.config["resources"]
+# The Hugging Face cache (config hf_home): every job started from here, local or on Slurm, inherits it; downloads use it.
+if hf_home(EXP.config):
+    os.environ.update(HF_HOME=hf_home(EXP.config))
 
 
 wildcard_constraints:
@@ -337,11 +340,29 @@ def plan_models():
     return {MODEL: MODEL_DIR, **{name: REFERENCE_MODEL_DIR.format(reference=name) for name in EXP.reference_models}}
 
 
+def plan_datasets():
+    """{task: its downloaded folder} of every task the experiment uses."""
+    return {t: DATASET.format(task=t) for t in EXP.used_tasks}
+
+
+def plan_model_sources():
+    """{model: hub, path or build}: where each model comes from (the disk bill counts the hub's cache)."""
+    models = {MODEL: EXP.config["model"], **EXP.reference_models}
+    return {name: next(key for key in MODEL_SOURCES if key in model) for name, model in models.items()}
+
+
+def plan_places():
+    """Where the checkpoints and the Hugging Face cache go, as the disk bill names them."""
+    return {"checkpoints": checkpoint_root(EXP.config),
+            "hf_cache": os.environ.get("HF_HOME", "~/.cache/huggingface") + " (HF_HOME)"}
+
+
 def plan_tokenized(wildcards):
-    """The tokenized data and models that exist already: the plan counts their real tokens and parameters.
-    Read when the DAG is built, so that the plan reruns once data is tokenized (and is exact from then on)."""
+    """The downloads, tokenized data and models that exist already: the plan counts their real tokens, parameters
+    and bytes. Read when the DAG is built, so that the plan reruns once data is downloaded or tokenized (and is
+    exact from then on)."""
     paths = [p for tasks in plan_tokenized_paths().values() for p in tasks.values()] + list(plan_models().values())
-    return [p for p in paths if Path(p).exists()]
+    return [p for p in [*paths, *plan_datasets().values()] if Path(p).exists()]
 
 
 def plan_tasks():

@@ -5,10 +5,11 @@ baseline: the mean of its runs. The trend in k is fitted on the pre-finetuned mo
 mean over draws and seeds (weights: runs per k), as a single line or as a continuous two-segment ("hinge")
 line, value = a + b1 * k + (b2 - b1) * max(k - k_c, 0). Nothing is assumed between k = 0 and the first trained
 k. k_c lies between the second and the second-last trained k, so that each segment holds two task counts; a
-break between the first two trained k fits equally well anywhere in that gap and is reported at the second (and
-likewise at the top). The hinge fit is exact: with k_c between two adjacent task counts it is linear least
-squares in (a, b1, b2 - b1, (b1 - b2) * k_c) (Hudson 1966), otherwise k_c sits on a task count; every candidate
-is solved at once, batched over replicates.
+break between the first two trained k fits equally well anywhere in that gap and is reported at the second, its
+interval then starting at the first (``edge_interval``; likewise at the top). Failed fine-tuning runs (a
+``failed`` column, ``failed_runs.py``) are left out and counted (``n_failed``). The hinge fit is exact: with k_c
+between two adjacent task counts it is linear least squares in (a, b1, b2 - b1, (b1 - b2) * k_c) (Hudson 1966),
+otherwise k_c sits on a task count; every candidate is solved at once, batched over replicates.
 
 break_even: the k from which on the fitted trend stays at or above the baseline; 0 when it is never below it,
 infinite when it is not back by the largest k. It comes from the hinge where a breakpoint is identified and

@@ -15,10 +15,12 @@ import dataclasses
 import importlib.util
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .device import PEAK_TFLOPS
 from .families import family, load_registry
 from .monitor import DEFAULT_REPORT_TO
 from .subsets import draw_seed, subset, task_order
@@ -169,6 +171,10 @@ class Experiment:
             self._saved_config("model.path", c["model"]["path"])
         self._check_model_fits_tasks()
         self._check_reference_models()
+        self._check_plan_gpu()
+        for key in ("checkpoints", "hf_home"):  # folders of the run: a $VARIABLE that is not set would become a name
+            if c.get(key) and "$" in expand_path(c[key]):
+                self._fail(key, f"{c[key]}: an environment variable in it is not set here")
         if duration_minutes(c["plan"]["runtime_floor"]) <= WARNING_MINUTES:
             self._fail("plan.runtime_floor", f"{c['plan']['runtime_floor']} must be longer than the {WARNING_MINUTES} "
                        "minutes before a job's time limit in which it only saves a checkpoint (--signal=TERM@300)")
@@ -210,6 +216,30 @@ class Experiment:
             if k not in self.config["task_counts"]:
                 self._fail(f"null_arm.task_counts[{i}]", f"{k} is not one of task_counts {self.counts}: each null model "
                            "is compared with the main curve's model of the same k and draw")
+
+    def _check_plan_gpu(self) -> None:
+        """Without a measured plan.tokens_per_s the plan prices every job at its GPU's peak for the precision it trains
+        in there (prefinetune.plan.priced_precision): that GPU and that precision must be in device.PEAK_TFLOPS."""
+        plan, c = self.config["plan"], self.config
+        if plan["tokens_per_s"]:
+            return
+        gpu = plan["gpu"].lower()
+        if gpu not in PEAK_TFLOPS:
+            self._fail("plan.gpu", f"{plan['gpu']}: no peak known; known: {', '.join(PEAK_TFLOPS)} (or measure "
+                       "plan.tokens_per_s)")
+        peaks = PEAK_TFLOPS[gpu]
+        if plan["precision"] != "auto":
+            if plan["precision"] not in peaks:
+                self._fail("plan.precision", f"{plan['precision']}: a {gpu} has no {plan['precision']} peak (it has "
+                           f"{', '.join(peaks)})")
+            return
+        sections = {"prefinetune": c["prefinetune"], "finetune": c["finetune"],
+                    **{f"ablations.{name}": v for name, v in c["ablations"].items()},
+                    **{f"finetune_overrides.{name}": v for name, v in c["finetune_overrides"].items()}}
+        for field, section in sections.items():
+            if section.get("precision", "auto") not in ("auto", "fp32", *peaks):
+                self._fail(f"{field}.precision", f"{section['precision']} on a {gpu} (plan.gpu) has no peak to price: "
+                           f"its {section['precision']} is emulated; auto trains in {', '.join(p for p in peaks if p != 'fp32')} there")
 
     def _check_model_fits_tasks(self) -> None:
         """A summarization task needs an encoder-decoder: a built BART, or a local model whose config says so (a hub
@@ -452,6 +482,29 @@ def report_to(config: dict) -> list[str]:
     return list(config.get("report_to", DEFAULT_REPORT_TO))
 
 
+def checkpoint_root(config: dict) -> str:
+    """The folder under which training jobs keep their checkpoints (config ``checkpoints``, default ``checkpoints``
+    in the working directory; ~ and $VARIABLES expanded): read by the job, never a param."""
+    return expand_path(config.get("checkpoints") or DEFAULT_CHECKPOINTS)
+
+
+def hf_home(config: dict) -> str | None:
+    """The Hugging Face cache the download jobs use (config ``hf_home``, set as HF_HOME for every job); None: the
+    environment's HF_HOME, else Hugging Face's default, ~/.cache/huggingface."""
+    return expand_path(config["hf_home"]) if config.get("hf_home") else None
+
+
+def expand_path(path: str) -> str:
+    """A configured folder with ~ and $VARIABLES expanded, as the shell would."""
+    return os.path.expandvars(os.path.expanduser(path))
+
+
+def allow_cpu(config: dict) -> bool:
+    """Whether a training job whose resources ask for GPUs may train on the CPU when it sees none (config
+    ``allow_cpu``, default false: it stops, see prefinetune.device): read by the job, never a param."""
+    return bool(config.get("allow_cpu", False))
+
+
 def _check_model_source(model, where) -> None:
     """Exactly one of hub, path and build. (Across files none is given twice: a later file's model section
     that names a source replaces the earlier section, see :func:`merge_sources`.)"""
@@ -465,6 +518,7 @@ def _check_model_source(model, where) -> None:
         raise ConfigError(f"{where(('model',))}: model: give one of hub, path, build")
 
 
+DEFAULT_CHECKPOINTS = "checkpoints"  # training checkpoints, under the working directory unless config checkpoints says
 DEFAULT_PERCENTS = list(range(10, 101, 10))  # sample efficiency: 10 %, 20 %, ..., 100 % of the training data
 
 # Defaults for every optional training field; config.yaml documents each of them.
@@ -510,9 +564,11 @@ FINETUNE_READS = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "warm
 RUN_OPTIONS = ("log_every", "checkpoint_every", "eval_batch_size")
 GENERATION_READS = ("label_smoothing",)  # read only where a job's tasks include summarization (see generation_reads)
 
-# The cost plan (prefinetune.plan): throughput assumed where no measured tokens_per_s is given; bf16, what training
-# runs in on a GPU by default (precision: auto).
-DEFAULT_PLAN = {"gpu": "a100", "precision": "bf16", "mfu": 0.3, "tokens_per_s": None, "model_params": None,
+# The cost plan (prefinetune.plan): throughput assumed where no measured tokens_per_s is given; precision auto: each
+# job at the precision it trains in on that GPU (prefinetune.plan.priced_precision).
+DEFAULT_PLAN = {"gpu": "a100", "precision": "auto", "mfu": 0.3, "tokens_per_s": None, "model_params": None,
                 # What each training job asks Slurm for (prefinetune.plan.asked_minutes): its estimate x runtime_safety,
                 # plus the 5-minute warning, at least runtime_floor, at most the rule's resources.<rule>.runtime.
-                "runtime_safety": 2.0, "runtime_floor": "15m"}
+                "runtime_safety": 2.0, "runtime_floor": "15m",
+                # The disk bill's checkpoints at peak (prefinetune.disk): the training jobs that run at once; None: all.
+                "jobs_at_once": None}

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, distributed
 from .batching import Prefetcher, collate, group_by_length, task_arrays, to_device
+from .device import auto_precision
 from .families import family
 from .faults import Fault
 from .heads import MultiTaskModel
@@ -41,10 +42,11 @@ def pick_device() -> torch.device:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """``auto``: bf16 on a GPU that has it, else fp32 (the CPU, older GPUs); other values as they are."""
+    """``auto``: bf16 on a GPU of compute capability 8.0 and above, fp16 with a loss scaler below it, fp32 on the
+    CPU (``device.auto_precision``); other values as they are."""
     if requested != "auto":
         return requested
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return auto_precision(torch.cuda.get_device_capability(device) if device.type == "cuda" else None)
 
 
 def autocast(precision: str, device: torch.device):

@@ -7,12 +7,14 @@ enters each draw: the change of a draw's models where the task enters, against t
 same k. A draw's own level (its whole chain of subsets, its training seed) cancels, so one draw against
 another is never read as the effect of a task.
 
-Uncertainty: the residual variance of that regression (per run of a model; at least the seeds' variance within
-the models), with its degrees of freedom: each of ``n_boot`` replicates draws it from its scaled inverse
-chi-square distribution, as the critical point's intervals do (``breakpoint.py``). Given the variance the
-estimate is normal; ``p_value`` (two-sided, against no effect) averages its normal tail over the replicates
-(a t test where the seeds' floor does not bind), and the interval is the percentile interval of the estimate
-plus its noise under each replicate's variance. The other tasks' effects are part of that residual variance.
+Uncertainty: the residual sum of squares of that regression, with its degrees of freedom, read two ways, and
+the larger variance of the estimate kept: as white noise of the models (per run), or as the effects of the other
+tasks, whose indicators overlap with the task's own so that part of their effects passes for its effect (a
+variance per unit of their indicators' sum of squares, spread over them as they overlap with it). It is at least
+the seeds' variance within the models. Each of ``n_boot`` replicates draws it from its scaled inverse chi-square
+distribution, as the critical point's intervals do (``breakpoint.py``). Given the variance the estimate is
+normal; ``p_value`` (two-sided, against no effect) averages its normal tail over the replicates, and the interval
+is the percentile interval of the estimate plus its noise under each replicate's variance.
 
 Many comparisons: a map of every task on every target has hundreds of cells, and at the 90 % level one in ten
 cells without any effect would be starred. ``q_value`` is the Benjamini-Hochberg adjusted p-value over all the
@@ -92,7 +94,7 @@ def transfer_target(runs: pd.DataFrame, orders: dict[int, list[str]], tasks: lis
         # tasks' effects (per unit of their indicators' sum of squares): the larger variance of the estimate
         others = gram ** 2
         np.fill_diagonal(others, 0.0)
-        scale = np.maximum(1.0 / (info * _df(c.n)), others.sum(-1) / info ** 2 / (info.sum() - info))
+        scale = np.fmax(1.0 / (info * _df(c.n)), others.sum(-1) / info ** 2 / (info.sum() - info))
     spread = _noise(g, c, ((w * r * r).sum() - effect ** 2 * info) * scale, info, n_boot, rng)  # (n_boot, P)
 
     varies = (inside.any(-1) & ~inside.all(-1))  # (P, K): k where some draws hold the task and others do not

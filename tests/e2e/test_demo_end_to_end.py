@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from prefinetune.analysis import COLUMNS
 from prefinetune.breakpoint import COLUMNS as CRITICAL_COLUMNS
 from prefinetune.data import load_tokenized
+from prefinetune.disk import folder_bytes
 from workflow_helpers import REPO, job_counts, load_config, snakemake, stop_at_first_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -218,6 +221,7 @@ def test_settings_that_do_not_change_a_result_rerun_nothing(demo):
         "sample_efficiency.seed": 5,  # orders the shares of the study, not the main curve's whole splits
         "plan.mfu": 0.5, "resources.finetune.runtime": "20m",
         "plan.runtime_safety": 3.0, "plan.runtime_floor": "30m",  # what the jobs ask Slurm for
+        "allow_cpu": False,  # whether a job that sees no GPU may train on the CPU
     }
     for path, value in changes.items():
         out = dry_run(demo, "--configfile", str(_with_config(demo, _set(path, value))))
@@ -487,3 +491,26 @@ def test_plan_counts_the_real_tokens_of_the_finished_run(demo):
     assert (jobs.tokens > jobs.examples).all()
     summary = pd.read_csv(demo / "results/plan.tsv", sep="\t")
     assert summary[summary.part == "total"].iloc[0].jobs == len(jobs)
+    # the disk bill: every folder exists now, so its bytes are the files' own
+    disk = pd.read_csv(demo / "results/plan_disk.tsv", sep="\t").set_index("part")
+    tokenized = sum(folder_bytes(p) for p in (demo / "results/tokenized").glob("*/*"))
+    assert disk.loc["tokenized data", "bytes"] == tokenized and set(disk.basis) == {"exact"}
+    assert disk.loc["pre-finetuned models", "count"] == 12 * (1 + len(config["ablations"])) + 3  # and the null arm's
+
+
+def test_a_job_that_asks_for_a_gpu_and_sees_none_stops_before_it_trains(demo):
+    """The demo's training jobs ask for a GPU and train on the CPU only because the demo sets allow_cpu: true. A new
+    run (a third seed) without it stops at its start, before training: its log's one error line names the host,
+    CUDA_VISIBLE_DEVICES and torch's CUDA version; no output, no live record, no traceback."""
+    strict = _with_config(demo, lambda c: c.update(allow_cpu=False, finetune_seeds=3))
+    run = "results/finetune/k0/syn_target_pair/seed3"
+    result = snakemake(demo, "--cores", "1", f"{run}/metrics.json", "--configfile", str(strict))
+    assert result.returncode != 0
+    log = (demo / "logs" / f"{run}.log").read_text()
+    errors = [line for line in log.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in log, log
+    assert errors[0].startswith("Error: the job asks for 1 GPU but") and f"on {socket.gethostname()} (" in errors[0]
+    assert "CUDA_VISIBLE_DEVICES" in errors[0] and f"torch {torch.__version__} built for CUDA {torch.version.cuda or 'none'}" in errors[0]
+    assert errors[0] in result.stderr  # on Snakemake's console too
+    assert not (demo / run).exists() and not (demo / "logs" / run / "train_log.tsv").exists()
+

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prefinetune.config import (DEFAULT_TRAIN, MAIN, NULL, RUN_OPTIONS, SHUFFLED, Experiment, config_sources,
-                               merge_sources, run_options)
+from prefinetune.config import (DEFAULT_TRAIN, MAIN, NULL, RUN_OPTIONS, SHUFFLED, Experiment, checkpoint_root,
+                               config_sources, hf_home, merge_sources, run_options)
 from prefinetune.families import load_registry
 from prefinetune.tasks import ConfigError, params
 
@@ -509,3 +509,23 @@ def test_runtime_floor_must_exceed_the_warning():
     assert "plan.runtime_floor: 5m must be longer than the 5 minutes" in config_error(config(plan={"runtime_floor": "5m"}))
     assert "plan.runtime_safety" in config_error(config(plan={"runtime_safety": 0.5}))
     assert "plan.runtime_floor" in config_error(config(plan={"runtime_floor": "15"}))
+
+
+def test_the_plan_needs_a_peak_for_the_precision_each_job_trains_in_on_its_gpu():
+    """plan.gpu must be known; plan.precision, or a job's own precision under plan.precision auto, must be one the GPU
+    has (a V100 has no bf16); a measured plan.tokens_per_s needs neither."""
+    assert "plan.gpu: p100: no peak known" in config_error(config(plan={"gpu": "p100"}))
+    assert "plan.precision: bf16: a v100 has no bf16 peak" in config_error(config(plan={"gpu": "v100", "precision": "bf16"}))
+    msg = config_error(config(plan={"gpu": "v100"}, finetune={**DEMO["finetune"], "precision": "bf16"}))
+    assert msg.startswith("config.yaml: finetune.precision: bf16 on a v100") and "auto trains in fp16 there" in msg
+    Experiment.from_config(config(plan={"gpu": "v100"}), REPO)  # auto: fp16 on a V100
+    Experiment.from_config(config(plan={"gpu": "p100", "tokens_per_s": 1000.0}), REPO)
+
+
+def test_run_folders_with_an_unset_variable_are_refused(monkeypatch):
+    monkeypatch.delenv("NO_SUCH_SCRATCH", raising=False)
+    assert "checkpoints: $NO_SUCH_SCRATCH/ckpt: an environment variable" in config_error(config(checkpoints="$NO_SUCH_SCRATCH/ckpt"))
+    monkeypatch.setenv("NO_SUCH_SCRATCH", "/scratch/me")
+    exp = Experiment.from_config(config(checkpoints="$NO_SUCH_SCRATCH/ckpt", hf_home="~/hf"), REPO)
+    assert checkpoint_root(exp.config) == "/scratch/me/ckpt" and hf_home(exp.config) == str(Path.home() / "hf")
+    assert checkpoint_root(DEMO) == "checkpoints" and hf_home(DEMO) is None

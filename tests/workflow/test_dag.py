@@ -310,6 +310,11 @@ def test_plan_of_the_cluster_config_works_offline_before_any_download(tmp_path):
     over = jobs[~jobs.fits]
     assert {"race", "mnli"} <= set(over[over.rule == "finetune"].job)
     assert "finetune race:" in result.stdout and "needs" in result.stdout
+    # the disk bill, from the registry: a checkpoint of 12 bytes per parameter, twice while written, per running job
+    disk = pd.read_csv(workdir / "results/plan_disk.tsv", sep="\t").set_index("part")
+    assert set(disk.basis) == {"rough"} and disk.loc["checkpoints at peak", "count"] == config["plan"]["jobs_at_once"]
+    assert disk.loc["checkpoints at peak", "bytes"] == config["plan"]["jobs_at_once"] * 2 * 12 * config["plan"]["model_params"]
+    assert disk.loc["total", "bytes"] == disk.bytes.drop("total").sum() and "Disk (results/plan_disk.tsv" in result.stdout
     # RoBERTa's own recipe for RACE (finetune_overrides: 4 epochs): 4 passes of 4 choices, not 10
     race = jobs[(jobs.rule == "finetune_baseline") & (jobs.job == "race")].iloc[0]
     assert race.examples == math.ceil(4 * 87866 / 16) * 16
