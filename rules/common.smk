@@ -10,12 +10,17 @@ from prefinetune import tasks as registry
 from prefinetune.config import (MAIN, MODEL_SOURCES, REFERENCE, Experiment, Run, checkpoint_root, config_sources,
                                duration_minutes, hf_home, is_reference, reference_name)
 from prefinetune.plan import Pricer, Requests, training_jobs
+from prefinetune.slurm_plugin import fix_job_arrays
 from prefinetune.tasks import ConfigError
 
 REPO = Path(workflow.basedir)
 # envs/prefinetune.yaml installs this repository (pip, editable) into the environment of --sdm conda from here:
 # conda runs pip in .snakemake/conda/, where a relative path would not reach the repository.
 os.environ.update(PREFINETUNE_REPO=str(REPO))
+# Where Snakemake submits the jobs: two fixes of the Slurm executor plugin's job arrays, and its checks at the start
+# of a Slurm run (src/prefinetune/slurm_plugin.py).
+if workflow.is_main_process:
+    fix_job_arrays()
 
 # Built from the config files themselves (not Snakemake's merge), so that every error names the file its value
 # came from, and a --configfile's model section (hub, path or build) replaces the default's instead of adding to it.

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
 
 import pandas as pd
-import yaml
 
 from .config import is_reference
+from .failed_runs import FIELDS, failed
 from .families import ALL_METRICS
+from .faults import Fault
 from .io import atomic_path
+from .tasks import read_yaml
 
 # One row per fine-tuning run; k = 0 is the model without pre-finetuning (draw 0, shared by all draws).
 # ``value`` is the target's primary metric (named in ``metric``); every metric of its family follows,
 # empty where the family has no such metric. ``percent`` is the share of training data (sample efficiency).
 # A reference model's run (config reference_models) has the variant reference:<name> and no k: it is a level to
 # compare the curve with, not a point of it (:func:`read_scaling` and the figures keep it apart).
+# ``chance``, ``loss_start`` and ``loss_end`` are what the failed-run rule reads, ``failed`` its verdict
+# (failed_runs.py): the critical point and the transfer map leave failed runs out.
 REQUIRED = ["k", "draw", "target", "seed", "metric", "value"]
-COLUMNS = ["variant", "k", "draw", "target", "family", "seed", "percent", "metric", "value", *ALL_METRICS]
+COLUMNS = ["variant", "k", "draw", "target", "family", "seed", "percent", "metric", "value", *ALL_METRICS,
+           *FIELDS, "failed"]
 SORT_KEYS = ["k", "draw", "target", "percent", "seed"]
 
 
@@ -39,16 +45,26 @@ def collect(paths: list[str], variant: str) -> pd.DataFrame:
         missing = [key for key in REQUIRED if key not in record]
         if missing:
             raise ValueError(f"{path}: missing required key(s) {missing}")
+        check_numbers(record, path)
         reference = is_reference(record.get("variant"))
         rows.append({"variant": record["variant"] if reference else variant, "family": record.get("family", ""),
                      "percent": record.get("percent", 100), **{key: record[key] for key in REQUIRED},
-                     **record.get("metrics", {})})
+                     **record.get("metrics", {}), **{key: record.get(key) for key in FIELDS}})
     df = pd.DataFrame(rows, columns=COLUMNS)
+    df["failed"] = failed(df)
     if df["k"].isna().any():  # reference rows: k stays whole numbers in the CSV (Int64), empty for them
         df["k"] = df["k"].astype("Int64")
     references = df["variant"].map(is_reference)
     return pd.concat([df[~references].sort_values(SORT_KEYS), df[references].sort_values(["variant", "target", "seed"])],
                      ignore_index=True)
+
+
+def check_numbers(record: dict, path) -> None:
+    """A run's value and metrics are finite numbers: a NaN or inf (or null) is never a point of the curve."""
+    fields = {"value": record["value"], **{f"metrics.{k}": v for k, v in (record.get("metrics") or {}).items()}}
+    for field, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise Fault(f"{path}: {field}: {value!r} is not a finite number; rerun that job (delete the file)")
 
 
 def split_references(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -103,11 +119,22 @@ def standardised_mean(df: pd.DataFrame) -> pd.DataFrame:
     """Each (k, draw, seed)'s mean over targets of the standardised value, so that no metric dominates.
 
     A target's value is standardised as (value - its mean at k = 0) / its standard deviation over all its runs
-    (1 where that is 0 or undefined): 0 is the baseline, 1 is one standard deviation of that target.
+    (1 where that is 0 or undefined): 0 is the baseline, 1 is one standard deviation of that target. Failed runs
+    (a ``failed`` column) are left out, of the scale too: a (k, draw, seed)'s mean is over the targets whose run
+    did not fail, and it is marked ``failed`` where every one did.
     """
-    centre, sd = target_scale(df)
-    scaled = df.assign(value=(df["value"] - df["target"].map(centre)) / df["target"].map(sd))
-    return mean_over_targets(scaled)
+    if "failed" in df:
+        kept = df[~df["failed"].to_numpy(bool)]
+        keys = df[["k", "draw", "seed"]].drop_duplicates()
+    else:
+        kept, keys = df, None
+    centre, sd = target_scale(kept)
+    scaled = kept.assign(value=(kept["value"] - kept["target"].map(centre)) / kept["target"].map(sd))
+    mean = mean_over_targets(scaled)
+    if keys is None:
+        return mean
+    mean = keys.merge(mean, on=["k", "draw", "seed"], how="left").sort_values(["k", "draw", "seed"])
+    return mean.assign(failed=mean["value"].isna()).reset_index(drop=True)
 
 
 def target_scale(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -135,7 +162,8 @@ def critical_table(df: pd.DataFrame, variant: str, **kwargs) -> pd.DataFrame:
 
 def read_scaling(path: str | os.PathLike) -> pd.DataFrame:
     """The curve's runs of a table in the ``scaling.csv`` format; only k, draw, target, seed and value are required.
-    Reference models' rows (variant reference:<name>) are left out: they are no point of the curve."""
+    Reference models' rows (variant reference:<name>) are left out: they are no point of the curve. ``failed``
+    (failed_runs.py) is read, or, where the table has no such column, set by the rule (False without its fields)."""
     df = pd.read_csv(path)
     if "variant" in df:
         df = df[~df["variant"].map(is_reference)].reset_index(drop=True)
@@ -149,6 +177,10 @@ def read_scaling(path: str | os.PathLike) -> pd.DataFrame:
             raise ValueError(f"{path}: row {row}: column '{column}' is not a number: {df[column][bad.idxmax()]!r}")
     df[["k", "draw", "seed"]] = df[["k", "draw", "seed"]].astype(int)
     df["value"] = df["value"].astype(float)
+    if "failed" in df:  # the rule's verdict as scaling.csv wrote it; else the rule, where the table has its fields
+        df["failed"] = df["failed"].astype(str).str.lower().isin(["true", "1", "1.0"])
+    else:
+        df["failed"] = failed(df)
     return df
 
 
@@ -158,8 +190,7 @@ def read_orders(paths: list[str | os.PathLike]) -> dict[int, list[str]]:
     """Each draw's task order from the subsets step's ``draw<d>.yaml`` files."""
     orders = {}
     for path in paths:
-        with open(path) as f:
-            record = yaml.safe_load(f)
+        record = read_yaml(path)
         if not isinstance(record, dict) or "draw" not in record or "order" not in record:
             raise ValueError(f"{path}: needs the fields 'draw' and 'order'")
         orders[int(record["draw"])] = list(record["order"])

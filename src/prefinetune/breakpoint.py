@@ -54,7 +54,7 @@ METHODS = ("parametric", "resample")
 QUANTITIES = ["k_c", "slope_before", "slope_after", "break_even", "slope_line"]
 COLUMNS = ["variant", "target", "metric", "status", "reason", "n_runs", "n_k", "n_draws", "p_breakpoint",
            *[f"{q}{s}" for q in QUANTITIES for s in ("", "_lo", "_hi")], "intercept", "note", "level", "n_boot",
-           "baseline", "dip", "dip_lo", "dip_hi", "k_first", "trend", "interval"]
+           "baseline", "dip", "dip_lo", "dip_hi", "k_first", "trend", "interval", "n_failed"]
 
 
 # -- least squares on the k means, batched over leading axes ---------------------------------------------------------
@@ -297,10 +297,13 @@ def analyse_curve(runs: pd.DataFrame, n_boot: int, level: float, rng: np.random.
     """One row of the critical-point table for ``runs`` (columns k, draw, seed, value) of one target."""
     if method not in METHODS:
         raise ValueError(f"interval method {method!r}: expected one of {METHODS}")
+    failed = runs["failed"].to_numpy(bool) if "failed" in runs else np.zeros(len(runs), bool)
+    runs = runs[~failed]  # failed fine-tuning runs (failed_runs.py) are left out, and counted
     g = grid(runs)
     c = cells(g)
     K, D = len(c.x), len(g.draws)
-    row = {"n_runs": len(runs), "n_k": K + bool(len(g.baseline)), "n_draws": D, "level": level, "n_boot": n_boot}
+    row = {"n_runs": len(runs), "n_k": K + bool(len(g.baseline)), "n_draws": D, "level": level, "n_boot": n_boot,
+           "n_failed": int(failed.sum())}
     reasons = []
     if K < MIN_COUNTS:
         reasons.append(f"too few distinct k ({row['n_k']}; a breakpoint needs at least {MIN_COUNTS} besides k = 0)")
@@ -342,18 +345,20 @@ def analyse_curve(runs: pd.DataFrame, n_boot: int, level: float, rng: np.random.
     row["p_breakpoint"] = p
 
     # identified only with evidence for a breakpoint and an interval that says where it is
-    kc_lo, kc_hi = interval(boot_hinge["k_c"], level)
     lo, hi = float(c.x[1]), float(c.x[-2])
+    raw = interval(boot_hinge["k_c"], level)  # the replicates' k_c lie between the second and second-last k
+    kc_lo, kc_hi = edge_interval(float(hinge["k_c"]), raw, c.x)
     if p >= ALPHA:
         reasons.append(f"no evidence for a breakpoint (bootstrap test p = {p:.3f} >= {ALPHA})")
-    if hi == lo or kc_hi - kc_lo >= SPAN * (hi - lo):
+    if hi == lo or raw[1] - raw[0] >= SPAN * (hi - lo):
         reasons.append(f"the {level:.0%} interval of k_c ({kc_lo:.3g} to {kc_hi:.3g}) spans the whole range of "
-                       f"possible breakpoints ({lo:.3g} to {hi:.3g})")
+                       f"possible breakpoints ({c.x[0]:.3g} to {c.x[-1]:.3g})")
     if reasons:
         return {**_dip(row, line, boot_line, level, k_max), "status": "not identified", "reason": "; ".join(reasons)}
 
-    row.update(status="identified", reason="", intercept=float(hinge["intercept"]), trend="hinge")
-    for q in ("k_c", "slope_before", "slope_after"):
+    row.update(status="identified", reason="", intercept=float(hinge["intercept"]), trend="hinge",
+               k_c=float(hinge["k_c"]), k_c_lo=kc_lo, k_c_hi=kc_hi)
+    for q in ("slope_before", "slope_after"):
         q_lo, q_hi = interval(boot_hinge[q], level)
         row[q], row[f"{q}_lo"], row[f"{q}_hi"] = _number(float(hinge[q])), _number(q_lo), _number(q_hi)
     row = _dip(row, hinge, boot_hinge, level, k_max)
@@ -363,6 +368,20 @@ def analyse_curve(runs: pd.DataFrame, n_boot: int, level: float, rng: np.random.
                  f"count in between)")
         row["note"] = "; ".join(filter(None, [where, row.get("note", "")]))
     return row
+
+
+def edge_interval(k_c: float, bounds: tuple[float, float], x: np.ndarray) -> tuple[float, float]:
+    """The k_c interval ``bounds`` (percentiles of the replicates) of a fit at ``k_c`` on the trained k ``x``, with
+    each end that reaches the second (second-last) trained k moved out to the first (last): a hinge with k_c
+    anywhere between the first two trained k fits exactly as well as one at the second (each point on one side is
+    fitted exactly), so an interval that admits the second admits that whole gap (and likewise at the top)."""
+    kc_lo, kc_hi = bounds
+    lo, hi = float(x[1]), float(x[-2])
+    if min(kc_lo, k_c) <= lo + 1e-9:
+        kc_lo = float(x[0])
+    if max(kc_hi, k_c) >= hi - 1e-9:
+        kc_hi = float(x[-1])
+    return kc_lo, kc_hi
 
 
 def _dip(row: dict, fit: dict, boot: dict, level: float, k_max: float) -> dict:

@@ -159,6 +159,8 @@ class Experiment:
                 self._fail(f"task_counts[{i}]", f"{k} is larger than the {available} tasks available to the {c['protocol']} protocol")
             if c["protocol"] == "targets_in_pool" and 0 < k < len(c["targets"]):
                 self._fail(f"task_counts[{i}]", f"{k} is smaller than the {len(c['targets'])} targets, which every subset contains under targets_in_pool")
+        if MAIN in c["ablations"]:  # it would silently become the main curve (results/, not results/ablations/)
+            self._fail(f"ablations.{MAIN}", f"'{MAIN}' names the main curve; give the ablation another name")
         if c["resources"]["finetune"]["nodes"] != 1:
             self._fail("resources.finetune.nodes", "fine-tuning runs on one node; only prefinetune may use several")
         if "path" in c["model"]:  # relative to the working directory, where the download_model job runs

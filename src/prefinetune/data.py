@@ -187,6 +187,8 @@ def select_splits(raw, task: Task, repo: str | Path = "."):
         check_text(ds, task.text, where)
         file = task.source.get("files", {}).get(name)
         out[canonical] = family(task).data.layout(ds, task, where, Path(repo) / file if file else None)
+        if canonical == "train":
+            family(task).data.check_training(out[canonical], task, where)
     return DatasetDict(out)
 
 

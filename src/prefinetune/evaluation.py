@@ -8,11 +8,13 @@ accumulated into metrics (``prefinetune.families``: no scorer loads data or runs
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .batching import collate, task_arrays, to_device
 from .data import load_tokenized
 from .families import METRICS_BY_TYPE, family
+from .faults import Fault
 from .heads import MultiTaskModel
 from .tasks import Task
 from .training import autocast, pick_device
@@ -20,7 +22,8 @@ from .training import autocast, pick_device
 
 def evaluate(model: MultiTaskModel, task: Task, tokenized: str, pad_id: int, settings: dict,
              precision: str = "fp32", model_dir: str | None = None) -> dict:
-    """Every metric of the task's type on its validation split, run at the training's (resolved) ``precision``;
+    """Every metric of the task's type on its validation split, run at the training's (resolved) ``precision``,
+    and ``chance``: the metric's score there of a prediction that learnt nothing (:func:`chance_score`);
     ``model_dir`` has the tokenizer (families that generate decode text)."""
     fam = family(task)
     validation = load_tokenized(tokenized, "validation")
@@ -36,10 +39,44 @@ def evaluate(model: MultiTaskModel, task: Task, tokenized: str, pad_id: int, set
                  for ids in generate(model, validation, task, pad_id, batch_size, precision, options)]
         scorer.add(texts, None, None)
     else:
+        row = 0
         for inputs, out in predict(model, validation, task, pad_id, batch_size, precision):
-            scorer.add(out.float().cpu().numpy(), inputs["segments"][0].labels.cpu().numpy(),
-                       inputs["attention_mask"].sum(-1).tolist())
-    return scorer.result()
+            outputs = out.float().cpu().numpy()
+            check_finite(outputs, task, row, scorer.padding)
+            scorer.add(outputs, inputs["segments"][0].labels.cpu().numpy(), inputs["attention_mask"].sum(-1).tolist())
+            row += len(outputs)
+    metrics = scorer.result()
+    return {**metrics, "chance": chance_score(task, scorer, metrics)}
+
+
+def chance_score(task: Task, scorer, metrics: dict) -> float:
+    """The task's metric on the split ``scorer`` accumulated, for a prediction that learnt nothing of the target
+    (``failed_runs.py``): the best constant class (classification) or answer position (multiple choice), a
+    constant value (regression: a correlation of 0), the empty answer (span), the lead baseline (summarization)."""
+    if task.type == "regression":
+        return 0.0
+    if task.type == "summarization":
+        return float(metrics[f"lead_{task.metric}"])
+    if task.type == "span":
+        golds = [a["text"] for a in scorer.examples["answers"]]
+        return float(scorer.compute(task.type, [""] * len(golds), golds)[task.metric])
+    labels = np.concatenate(scorer.labels).astype(int)
+    width = task.num_labels if task.type == "classification" else max(o.shape[1] for o in scorer.outputs)
+    constant = lambda c: np.eye(width)[np.full(len(labels), c)]  # noqa: E731  every row predicts c
+    return max(float(scorer.compute(task.type, constant(c), labels)[task.metric]) for c in range(width))
+
+
+def check_finite(outputs: np.ndarray, task: Task, first_row: int, padding: float | None = None) -> None:
+    """Outputs of one batch (rows ``first_row`` on) must be finite numbers: NaN or inf is never scored (the argmax of
+    NaN logits would score as the share of class 0). ``padding``: the value that marks no output (a missing choice)."""
+    bad = ~np.isfinite(outputs)
+    if padding is not None:
+        bad &= outputs != padding
+    rows = np.flatnonzero(bad.reshape(len(outputs), -1).any(axis=1))
+    if len(rows):
+        value = outputs[rows[0]][bad[rows[0]]].flat[0]
+        raise Fault(f"task {task.name}: validation row {first_row + rows[0] + 1}: the model's output {value} is not a "
+                    "finite number; no metrics written")
 
 
 def eval_batches(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int):

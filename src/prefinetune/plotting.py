@@ -135,8 +135,11 @@ def scaling_figure(df: pd.DataFrame, title: str, critical: pd.DataFrame | None =
     """The scaling curve of ``df`` (the table of ``analysis.collect``): one panel per target (y = that target's
     metric) plus a panel of the standardised mean over targets; with ``critical`` (the critical-point table),
     each identified k_c, its interval, the hinge fit and the break-even k. Reference models' rows (variant
-    reference:<name>) are horizontal bands (mean ± std over their seeds) on every panel."""
+    reference:<name>) are horizontal bands (mean ± std over their seeds) on every panel. Failed runs (``failed``,
+    failed_runs.py) are crosses, left out of the means as the fits leave them out."""
     df, references = split_references(df)
+    marked = df["failed"].astype(str).str.lower().isin(["true", "1"]) if "failed" in df else df["k"] < 0
+    failed, df = df[marked], df[~marked]
     stats = summarize(df)
     metric_of = df.groupby("target")["metric"].first()
     targets = sorted(metric_of.index)
@@ -148,6 +151,9 @@ def scaling_figure(df: pd.DataFrame, title: str, critical: pd.DataFrame | None =
         flat = np.ravel(axes)
         for ax, target in zip(flat, targets):
             _panel(ax, df[df["target"] == target], stats[stats["target"] == target], target, metric_of[target])
+            lost = failed[failed["target"] == target]
+            if len(lost):
+                ax.scatter(lost["k"], lost["value"], s=18, marker="x", color="C3", label="failed run (left out)")
             _references(ax, references[references["target"] == target])
             _critical(ax, rows.get(target), k_max)
         mean_ax = flat[len(targets)]
@@ -197,7 +203,8 @@ def plot_efficiency(df: pd.DataFrame, pdf_path: str | os.PathLike, png_path: str
 
 def transfer_figure(table: pd.DataFrame, title: str):
     """The transfer map: pool tasks (rows) by targets (columns). Colour: the effect in standard deviations of
-    the target; text: the effect in the target's metric, starred where its interval excludes 0; grey cells
+    the target; text: the effect in the target's metric, starred where ``starred`` (its Benjamini-Hochberg
+    q-value at most transfer.FDR, 10 %); grey cells
     with "n/i": not identified by the design."""
     targets = list(dict.fromkeys(table["target"]))
     tasks = sorted(table["task"].unique())
@@ -215,7 +222,7 @@ def transfer_figure(table: pd.DataFrame, title: str):
                 if not row["identified"]:
                     text = "n/i"
                 else:
-                    star = "*" if row["effect_lo"] > 0 or row["effect_hi"] < 0 else ""
+                    star = "*" if row["starred"] else ""
                     text = f"{row['effect']:+.3f}{star}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=7)
         ax.set_xticks(range(len(targets)), [f"{g}\n({cells.loc[(tasks[0], g), 'metric']})" for g in targets])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import checkpoint, distributed
+from .batching import task_arrays
 from .config import DEFAULT_TRAIN, finetune_steps, prefinetune_steps
 from .data import fraction, label_map, load_tokenized
 from .evaluation import evaluate
@@ -11,7 +12,9 @@ from .heads import MultiTaskModel, saved_heads
 from .io import digest, write_json
 from .monitor import DEFAULT_REPORT_TO, record_once
 from .tasks import Task
-from .training import load_encoder, save_model, seed_everything, train
+from .training import load_encoder, pick_device, resolve_precision, save_model, seed_everything, train, validation_loss
+
+PROBE = 256  # training examples whose loss before and after fine-tuning the failed-run rule compares
 
 
 def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, settings: dict, out_dir: str,
@@ -38,14 +41,17 @@ def prefinetune(tasks: list[Task], tokenized: dict[str, str], base_model: str, s
     model = MultiTaskModel(load_encoder(base_model), tasks, settings["dropout"], settings["loss_scaling"],
                            settings["label_smoothing"])
     steps = prefinetune_steps(settings, sum(len(ds) for ds in data.values()))
-    summary = train(model, data, settings, steps, tokenizer.pad_token_id, log_tsv, desc=f"pre-finetune {len(tasks)} tasks",
-                    checkpoint_dir=checkpoint_dir, live_dir=live_dir, inputs=inputs, validation=validation)
-    summary.update(tasks=[t.name for t in tasks], settings=settings, inputs=inputs,
-                   examples={name: len(ds) for name, ds in data.items()}, label_costs=model.label_costs)
-    if distributed.is_main():
-        save_model(model, tokenizer, out_dir, summary)
-        if checkpoint_dir is not None:
-            checkpoint.remove(checkpoint_dir)
+
+    def save(summary: dict) -> None:  # after the last update, still under the stop signals (training.train)
+        summary.update(tasks=[t.name for t in tasks], settings=settings, inputs=inputs,
+                       examples={name: len(ds) for name, ds in data.items()}, label_costs=model.label_costs)
+        if distributed.is_main():
+            save_model(model, tokenizer, out_dir, summary)
+
+    train(model, data, settings, steps, tokenizer.pad_token_id, log_tsv, desc=f"pre-finetune {len(tasks)} tasks",
+          checkpoint_dir=checkpoint_dir, live_dir=live_dir, inputs=inputs, validation=validation, finish=save)
+    if distributed.is_main() and checkpoint_dir is not None:
+        checkpoint.remove(checkpoint_dir)
 
 
 def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, seed: int, metrics_json: str,
@@ -75,23 +81,44 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     if carried:
         model.load_heads(encoder_dir, [head])
     steps = finetune_steps(settings, len(train_ds))
+    loss_start = probe_loss(model, target, train_ds, pad_id, settings)  # what failed_runs.py reads, with loss_end
     encoder_id = {"path": str(encoder_dir), "digest": digest(encoder_dir)}
-    inputs = {"encoder": encoder_id["digest"], "data": digest(tokenized)}
-    summary = train(model, {target.name: train_ds}, settings, steps, pad_id, log_tsv, desc=f"fine-tune {target.name}",
-                    checkpoint_dir=checkpoint_dir, live_dir=live_dir, inputs=inputs)
-    metrics = evaluate(model, target, tokenized, pad_id, settings, summary["precision"], encoder_dir)
-    if live_dir is not None and distributed.is_main():
-        record_once(live_dir, summary["steps"], {f"validation/{name}": value for name, value in metrics.items()},
-                    settings.get("report_to", DEFAULT_REPORT_TO))
-    result = {**meta, "target": target.name, "family": target.family, "seed": seed, "percent": percent,
-              "metric": target.metric, "value": metrics[target.metric], "metrics": metrics,
-              "head": "pre-finetuned" if carried else "new" if head in model.heads else "the model's own",
-              "train_examples": len(train_ds), "encoder": encoder_id,
-              "steps": summary["steps"], "precision": summary["precision"], "attention": summary["attention"]}
-    if label_map(tokenized) is not None:  # which raw label each class index stands for
-        result["label_map"] = label_map(tokenized)
-    write_json(metrics_json, result)
+    # what the run read: the encoder, the data, and which share of it (its percent and order)
+    inputs = {"encoder": encoder_id["digest"], "data": digest(tokenized),
+              "share": {"percent": percent, "seed": fraction_seed if percent < 100 else None}}
+
+    def evaluate_and_write(summary: dict) -> dict:  # after the last update, still under the stop signals
+        metrics = evaluate(model, target, tokenized, pad_id, settings, summary["precision"], encoder_dir)
+        chance = metrics.pop("chance")
+        if live_dir is not None and distributed.is_main():
+            record_once(live_dir, summary["steps"], {f"validation/{name}": value for name, value in metrics.items()},
+                        settings.get("report_to", DEFAULT_REPORT_TO))
+        result = {**meta, "target": target.name, "family": target.family, "seed": seed, "percent": percent,
+                  "metric": target.metric, "value": metrics[target.metric], "metrics": metrics,
+                  "head": "pre-finetuned" if carried else "new" if head in model.heads else "the model's own",
+                  "train_examples": len(train_ds), "encoder": encoder_id,
+                  "steps": summary["steps"], "precision": summary["precision"], "attention": summary["attention"],
+                  "micro_batch_halvings": summary["micro_batch_halvings"],
+                  "chance": chance, "loss_start": loss_start,  # what failed_runs.py reads
+                  "loss_end": probe_loss(model, target, train_ds, pad_id, settings, summary["precision"])}
+        if label_map(tokenized) is not None:  # which raw label each class index stands for
+            result["label_map"] = label_map(tokenized)
+        write_json(metrics_json, result)
+        return result
+
+    result = train(model, {target.name: train_ds}, settings, steps, pad_id, log_tsv, desc=f"fine-tune {target.name}",
+                   checkpoint_dir=checkpoint_dir, live_dir=live_dir, inputs=inputs, finish=evaluate_and_write)
     if checkpoint_dir is not None:
         checkpoint.remove(checkpoint_dir)
     return result
 
+
+def probe_loss(model: MultiTaskModel, target: Task, train_ds, pad_id: int, settings: dict,
+               precision: str | None = None) -> float:
+    """The model's loss (eval mode) on the first ``PROBE`` examples of the target's training data: measured before
+    and after fine-tuning, it says whether training moved the model at all (``failed_runs.py``)."""
+    device = pick_device()
+    model.to(device)
+    probe = task_arrays({target.name: train_ds.select(range(min(PROBE, len(train_ds))))}, {target.name: target})
+    precision = precision or resolve_precision(settings["precision"], device)
+    return round(validation_loss(model, probe, pad_id, settings["eval_batch_size"], device, precision), 6)

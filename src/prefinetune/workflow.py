@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from .config import checkpoint_root
+from .faults import Fault
 from .io import write_json
 from .tasks import ConfigError
 
@@ -123,8 +124,8 @@ def logging_to(path: str, history: str | Path | None = None):
     Snakemake empties a job's log before each attempt; with ``history`` (a training job's
     ``logs/<output folder>/attempts.log``) every line also goes there, appended after a header line per attempt,
     so that a retried or requeued job keeps the logs of the attempts before it. A mistake in the user's files
-    (:class:`ConfigError`) ends the job with its one line, in the log and on Snakemake's console, instead of a
-    traceback."""
+    (:class:`ConfigError`) or a fault no retry can heal (:class:`Fault`: a NaN, say) ends the job with its one
+    line, in the log and on Snakemake's console, instead of a traceback."""
     with contextlib.ExitStack() as files:
         log = files.enter_context(open(path, "w", buffering=1))
         if history is not None:
@@ -138,7 +139,7 @@ def logging_to(path: str, history: str | Path | None = None):
                 yield log
             except SystemExit:  # a deliberate exit (e.g. 143 after saving a checkpoint) has said why already
                 raise
-            except ConfigError as error:
+            except (ConfigError, Fault) as error:
                 print(f"Error: {error}", file=log)
                 raise SystemExit(f"Error: {error}") from None
             except BaseException:

@@ -43,7 +43,8 @@ def table(tmp_path):
 def test_collect_columns_order_and_variant(table):
     assert list(table.columns) == COLUMNS == ["variant", "k", "draw", "target", "family", "seed", "percent", "metric",
                                               "value", "accuracy", "f1", "matthews", "pearson", "spearman",
-                                              "exact_match", "rouge1", "rouge2", "rougeL", "rougeLsum"]
+                                              "exact_match", "rouge1", "rouge2", "rougeL", "rougeLsum", "chance",
+                                              "loss_start", "loss_end", "failed"]
     assert len(table) == len(RUNS)
     keys = list(table[["k", "draw", "target", "seed"]].itertuples(index=False, name=None))
     assert keys == sorted(keys)
@@ -217,3 +218,14 @@ def test_comparison_writes_every_variants_critical_points_and_the_figure(tmp_pat
     assert sorted(per_target["k"].unique()) == [3, 6, 12, 24]  # k = 0 is the same model for every variant
     assert per_target["difference"].to_numpy() == pytest.approx(0.02)
     assert (per_target["lo"] <= 0.02 + 1e-9).all() and (per_target["hi"] >= 0.02 - 1e-9).all()
+
+
+def test_scaling_figure_shows_failed_runs_as_crosses_left_out_of_the_mean():
+    df, _ = study(["a"])
+    df["failed"] = False
+    df.loc[df.index[(df["k"] == 6)][0], ["value", "failed"]] = [0.0, True]  # one run at k = 6 failed at 0
+    fig = scaling_figure(df, "t")
+    assert "failed run (left out)" in {t.get_text() for t in fig.legends[0].get_texts()}
+    mean_line = fig.axes[0].get_lines()[0]  # the mean over draws and seeds
+    at6 = dict(zip(mean_line.get_xdata(), mean_line.get_ydata()))[6]
+    assert at6 == pytest.approx(df[(df["k"] == 6) & ~df["failed"]]["value"].mean())

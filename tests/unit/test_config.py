@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prefinetune.config import (DEFAULT_TRAIN, MAIN, RUN_OPTIONS, Experiment, checkpoint_root, hf_home, merge_sources,
-                               run_options)
+from prefinetune.config import (DEFAULT_TRAIN, MAIN, RUN_OPTIONS, Experiment, checkpoint_root, config_sources, hf_home,
+                               merge_sources, run_options)
 from prefinetune.families import load_registry
 from prefinetune.tasks import ConfigError, params
 
@@ -171,6 +171,27 @@ def test_bad_ablation_value():
     cfg["ablations"] = {**cfg.get("ablations", {}), "mixed_up": {"batches": "mixed"}}
     msg = config_error(cfg)
     assert "ablations.mixed_up.batches" in msg
+
+
+def test_an_ablation_named_main_stops_the_config_check():
+    cfg = config()
+    cfg["ablations"] = {MAIN: {"lr": 1e-4}}  # it would become the main curve (results/) without a word
+    assert config_error(cfg) == "config.yaml: ablations.main: 'main' names the main curve; give the ablation another name"
+
+
+def test_a_key_given_twice_stops_with_its_line(tmp_path):
+    """PyYAML keeps the last of two equal keys; the config (every --configfile too) and the registry are read with a
+    loader that refuses the second, naming the file, its line and column, and the first one's line."""
+    text = (REPO / "demo" / "config.yaml").read_text().replace("\nfinetune:\n", "\nfinetune:\n  lr: 0.1\n", 1)
+    (tmp_path / "config.yaml").write_text(text)
+    line = text.splitlines().index("  lr: 0.1") + 1
+    first = next(i for i, row in enumerate(text.splitlines()[line:], start=line + 1) if row.startswith("  lr:"))
+    with pytest.raises(ConfigError) as info:
+        config_sources([tmp_path / "config.yaml"], [], {})
+    assert str(info.value) == f"{tmp_path / 'config.yaml'}: line {first}, column 3: key 'lr' is given twice (first on line {line})"
+    path = write_registry(tmp_path, t=GOOD_ENTRY)
+    path.write_text(path.read_text() + "t:\n  type: regression\n")
+    assert registry_error(path).endswith("column 1: key 't' is given twice (first on line 1)")
 
 
 def test_model_needs_exactly_one_source():

@@ -18,6 +18,7 @@ import torch
 
 from prefinetune.config import DEFAULT_TRAIN
 from prefinetune.data import download, fraction, load_tokenized, tokenize
+from prefinetune.failed_runs import failed
 from prefinetune.heads import MultiTaskModel
 from prefinetune.models import fetch
 from prefinetune.stages import finetune
@@ -222,6 +223,19 @@ def test_finetune_scores_each_family(prepared, tmp_path, target, metrics):
     assert all(0.0 <= v <= 1.0 for k, v in result["metrics"].items() if k != "matthews")
     assert json.loads((tmp_path / "metrics.json").read_text()) == result
     assert result["family"] == tasks[target].family and result["head"] == "new"
+    # what the failed-run rule reads: the chance score of the validation split, the first and last logged loss
+    if target == "newsqa":  # the empty answer: every validation question here has one
+        assert result["chance"] == 0.0
+    else:  # the best constant class or answer position
+        labels = load_tokenized(root / "tok" / target, "validation")["label"]
+        assert result["chance"] == pytest.approx(max(np.mean(np.equal(labels, c)) for c in range(4)))
+        assert 0.25 <= result["chance"] < 1
+    # the loss on the first training examples before and after: this tiny model's multiple-choice and classification
+    # runs learn nothing (the loss stays, they score as a constant does), its span run learns (loss 3.9 -> 0.9)
+    # but its answers score 0, chance: the rule marks the first two as failed, not the third
+    assert result["loss_start"] > 0 and result["loss_end"] > 0
+    marked = failed(pd.DataFrame([result]))[0]
+    assert marked == (target != "newsqa"), (result["loss_start"], result["loss_end"], result["value"])
 
 
 def test_carried_heads_start_from_the_prefinetuned_ones(prepared, tmp_path):

@@ -235,6 +235,7 @@ def test_hub_layout_summarization_downloads_tokenizes_trains_and_is_scored(pool,
     assert set(result["metrics"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "lead_rouge1", "lead_rouge2",
                                       "lead_rougeL", "lead_rougeLsum"}
     assert all(0.0 <= v <= 1.0 for v in result["metrics"].values()) and result["metrics"]["lead_rouge1"] > 0
+    assert result["chance"] == result["metrics"]["lead_rougeL"]  # the failed-run rule's chance: the lead baseline
 
 
 @pytest.mark.parametrize("case, column, message", [
@@ -297,3 +298,5 @@ def test_bart_fine_tunes_on_the_other_families_targets(pool, tmp_path, name):
     assert tuple(result["metrics"]) == METRICS_BY_TYPE[tasks[name].type] and result["head"] == "new"
     rows = len(load_tokenized(root / "tok" / name, "train"))  # span: passage windows
     assert result["steps"] == math.ceil(rows / 16) and all(math.isfinite(v) for v in result["metrics"].values())
+    if tasks[name].type == "regression":  # a constant prediction's correlation
+        assert result["chance"] == 0.0

@@ -45,6 +45,9 @@ class Data:
         names the split for messages, ``file`` is its local file if it has one."""
         raise NotImplementedError
 
+    def check_training(self, ds, task: Task, where: str) -> None:
+        """What the training split (in the family's layout) must hold beyond its rows being valid."""
+
     def encoder(self, task: Task, tokenizer, lengths: dict):
         """A batched map function: layout rows -> ``input_ids`` and labels. ``lengths``: max_length, doc_stride."""
         raise NotImplementedError
@@ -96,6 +99,7 @@ class Scorer:
 
     metrics: dict[str, tuple[str, ...]] = {}
     generates = False  # the driver generates text and decodes it, instead of running the heads
+    padding: float | None = None  # the output value that marks no output (the driver accepts it as not a number)
 
     def __init__(self, task: Task, settings: dict, validation=None, examples=None):
         self.task, self.settings = task, settings

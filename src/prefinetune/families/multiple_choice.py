@@ -74,6 +74,7 @@ class MultipleChoiceModel(Model):
 
 class MultipleChoiceScorer(Scorer):
     metrics = {"multiple_choice": ("accuracy",)}
+    padding = -np.inf  # a choice the row does not have (choice_scores)
 
     def result(self):
         width = max(o.shape[1] for o in self.outputs)  # batches may differ in their most choices: pad to the widest
