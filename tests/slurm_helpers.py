@@ -26,8 +26,8 @@ TEST_CLUSTER = {
 }
 # Settings only a test cluster needs: jobs take seconds here, so check their states after 2 s, not 40 s.
 TEST_ONLY = {"slurm-init-seconds-before-status-checks": 2}
-SACCT_FIELDS = ["JobID", "JobName", "Comment", "Account", "Partition", "ReqTRES", "AllocTRES", "Timelimit", "Submit", "End",
-                "State", "ExitCode", "NodeList", "WorkDir"]
+SACCT_FIELDS = ["JobID", "JobName", "Comment", "Account", "Partition", "ReqTRES", "AllocTRES", "Timelimit", "Submit",
+                "End", "State", "ExitCode", "NodeList", "WorkDir"]
 
 
 def _cluster_reachable() -> bool:

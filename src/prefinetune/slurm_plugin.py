@@ -100,7 +100,7 @@ def fix_job_arrays() -> None:
         problem = unsupported(installed) or too_many_jobs(workflow.nodes, getpass.getuser(),
                                                           "SLURM_JOB_ID" in os.environ)
         if problem:
-            raise SystemExit(problem)
+            raise SystemExit(problem)  # Snakemake exits 1 printing this line alone, and releases its lock
         start(self, workflow, logger)
 
     executor.__init__ = checked_start

@@ -5,9 +5,9 @@ array holds at most 3 tasks) and MaxSubmitJobs 6 (jobs queued or running at once
 goes the way docs/cluster.md gives for sites that end long login-node processes: the downloads here (the "login
 node", `--until` the download rules), then slurm/controller.sbatch, which runs Snakemake with the profile as a
 Slurm job, on node1 (partition `multi`: a host of its own, which leaves localhost's CPUs to the jobs; it submits
-and polls over the test cluster's network). The profile is slurm/config.yaml with the test cluster's account and partitions in its EDIT
-placeholders, the first status check after 2 s instead of 40, and `jobs` at MaxSubmitJobs less the controller's
-own job.
+and polls over the test cluster's network). The profile is slurm/config.yaml with the test cluster's account and
+partitions in its EDIT placeholders, the first status check after 2 s instead of 40, and `jobs` at MaxSubmitJobs
+less the controller's own job.
 
 The run: the embedded default with 4 fine-tuning seeds instead of 2, for the fine-tuning runs of one pre-finetuned
 model (k = 3, draw 1): its tokenize jobs (CPU), one pre-finetuning job, then 8 fine-tuning jobs, all ready at once
@@ -128,9 +128,9 @@ def slurm_run(tmp_path_factory):
     env = {**os.environ, "PATH": f"{Path(SNAKEMAKE).parent}:{os.environ['PATH']}"}
     log = tmp / "controller.log"
     controller = subprocess.run(
-        ["sbatch", "--parsable", "-A", ACCOUNT, "-p", CONTROLLER, "--cpus-per-task=1", "--time", f"{TIME_LIMIT_S // 60}",
-         "--output", str(log), "slurm/controller.sbatch", "--profile", str(tmp / "profile"),
-         "--directory", str(workdir), *targets()], capture_output=True, text=True, cwd=REPO, env=env, check=True)
+        ["sbatch", "--parsable", "-A", ACCOUNT, "-p", CONTROLLER, "--cpus-per-task=1",
+         "--time", f"{TIME_LIMIT_S // 60}", "--output", str(log), "slurm/controller.sbatch",
+         "--profile", str(tmp / "profile"), "--directory", str(workdir), *targets()], capture_output=True, text=True, cwd=REPO, env=env, check=True)
     controller_id = controller.stdout.strip().split(";")[0]
     requeued = requeue_after_first_checkpoint(workdir, controller_id)
     state = wait_for_job(controller_id, TIME_LIMIT_S + 120)
@@ -188,7 +188,11 @@ def test_arrays_above_max_array_size_and_jobs_above_max_submit_jobs_all_ran(slur
         indices = sorted(int(i) for i in array[1])
         assert indices == list(range(1, len(indices) + 1)) and indices[-1] < cluster["MaxArraySize"], indices
     assert (tasks[1].dropna().astype(int) < cluster["MaxArraySize"]).all()
-    assert tasks[0].nunique() > math.ceil(len(fine) / (cluster["MaxArraySize"] - 1))  # held back, then sent
+    # Snakemake handed over `jobs` of them at once; the others waited until a fine-tuning job had ended
+    handed = fine.Submit < fine.End.min()
+    assert handed.sum() == slurm_run["profile"]["jobs"] and (~handed).sum() == len(fine) - handed.sum() > 0, \
+        fine[["JobID", "Submit", "End"]].to_string()
+    assert tasks[0][handed].nunique() >= math.ceil(handed.sum() / (cluster["MaxArraySize"] - 1)) > 1
     # never more jobs queued or running at once than MaxSubmitJobs (the controller's own job included)
     everything = pd.concat([jobs, slurm_run["controller"]])
     events = sorted([(t, +1) for t in everything.Submit] + [(t, -1) for t in everything.End])
@@ -258,9 +262,10 @@ def _asked_minutes(workdir, rule: str) -> int:
     stage = "prefinetune" if rule == "prefinetune" else "finetune"
     limit = _runtime_minutes(exp.config["resources"][stage]["runtime"])
     floor = _runtime_minutes(throughput["runtime_floor"])
-    asked = [min(limit, max(floor, math.ceil(job_work(job, sizes)[1] / rate / 3600 * 60 * throughput["runtime_safety"] + 5)))
-             for job in training_jobs(exp) if job["rule"] == rule and job["variant"] == "main"
-             and (job["k"], job["draw"]) == (3, 1)]  # the run's jobs (the others' data is not tokenized here)
+    run = [job for job in training_jobs(exp) if job["rule"] == rule and job["variant"] == "main"
+           and (job["k"], job["draw"]) == (3, 1)]  # the run's jobs (the others' data is not tokenized here)
+    hours = [job_work(job, sizes)[1] / rate / 3600 for job in run]
+    asked = [min(limit, max(floor, math.ceil(h * 60 * throughput["runtime_safety"] + 5))) for h in hours]
     assert len(set(asked)) == 1 and asked[0] < limit  # the demo: every job asks for the floor, under the limit
     return asked[0]
 
