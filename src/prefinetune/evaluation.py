@@ -62,6 +62,19 @@ def chance_score(task: Task, scorer, metrics: dict) -> float:
     return max(float(scorer.compute(task.type, constant(c), labels)[task.metric]) for c in range(width))
 
 
+def chance_loss(task: Task, ds) -> float | None:
+    """The plain loss, on the tokenized examples ``ds``, of the best prediction that ignores the input: the
+    entropy of their labels' frequencies (classification, multiple choice: predicting those frequencies), their
+    variance (regression: predicting their mean); None for span and summarization (``failed_runs.py``)."""
+    if task.type == "regression":
+        return round(float(np.var(np.asarray(ds["label"], float))), 6)
+    if task.type not in ("classification", "multiple_choice"):
+        return None
+    _, counts = np.unique(np.asarray(ds["label"], int), return_counts=True)
+    share = counts / counts.sum()
+    return round(float(-(share * np.log(share)).sum()), 6)
+
+
 def eval_batches(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int):
     """Moves the model to the device, in eval mode (no dropout), and yields a whole split's consecutive batches
     as model inputs on that device, in order."""
