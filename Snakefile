@@ -1,8 +1,10 @@
 # Muppet pre-finetuning: the task-scaling curve as one DAG.
 #   download -> tokenize -> subsets -> prefinetune (k, draw) -> finetune (target, seed) -> aggregate -> plot
+# The null arm (snakemake null): the same models on the same subsets, their labels destroyed, against the curve.
 # Run the embedded default:  snakemake --cores 2 --directory demo
 # Run the cluster experiment: snakemake --profile slurm results/scaling_curve.pdf
 # What it will cost:         snakemake --cores 1 plan   (results/plan.tsv)
+# Checkpoints of jobs that are not running, removed:  snakemake --cores 1 clean_checkpoints
 
 import sys
 from pathlib import Path
@@ -29,7 +31,9 @@ include: "rules/prefinetune.smk"
 include: "rules/finetune.smk"
 include: "rules/aggregate.smk"
 include: "rules/sample_efficiency.smk"
+include: "rules/null.smk"
 include: "rules/plan.smk"
+include: "rules/clean.smk"
 
 
 report: "report/workflow.rst"
@@ -45,6 +49,13 @@ rule all:
 rule ablations:
     input:
         ablation_outputs(),
+
+
+# The null arm (config null_arm): the same subsets with their labels destroyed, and content transfer = main - null:
+# results/null/content_transfer.csv, critical_point_by_curve.csv, null_arm.pdf
+rule null:
+    input:
+        null_outputs(),
 
 
 # The sample-efficiency study (config sample_efficiency): results/sample_efficiency/sample_efficiency.pdf

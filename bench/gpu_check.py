@@ -99,16 +99,22 @@ def main() -> None:
             tasks_and_data(args.prepare / arch, arch)
         return
 
-    import torch
+    from prefinetune.device import gpu_problem_here
 
-    if not torch.cuda.is_available():
+    problem = gpu_problem_here(1)  # the driver against torch's CUDA, and a visible device: what a GPU job checks
+    if problem is not None:
         if args.smoke:  # still run the training path on the CPU, so that the script keeps up with the API
             for arch in archs:
                 work = (args.data or Path(tempfile.mkdtemp(prefix="gpu_check_"))) / arch
                 train_once(work, arch, 2, Path(tempfile.mkdtemp(prefix="gpu_check_cpu_")))
-            print(f"gpu_check: skipped: no GPU (this check needs CUDA; 2 updates of {' and '.join(archs)} ran on the CPU)")
+            print(f"gpu_check: skipped: no GPU (this check needs CUDA; 2 updates of {' and '.join(archs)} ran on the "
+                  f"CPU): {problem}")
             return
-        sys.exit("no CUDA device: this check needs a GPU")
+        sys.exit(f"gpu_check: {problem}")
+    import torch
+
+    print(f"gpu_check: {torch.cuda.get_device_name()} (compute capability "
+          f"{'.'.join(map(str, torch.cuda.get_device_capability()))}), torch {torch.__version__}")
     if args.smoke:
         args.steps = 8
     failures = [arch for arch in archs if not check(arch, (args.data or Path(tempfile.mkdtemp(prefix="gpu_check_"))) / arch,

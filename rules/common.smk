@@ -7,15 +7,20 @@ import sys
 from pathlib import Path
 
 from prefinetune import tasks as registry
-from prefinetune.config import (MAIN, REFERENCE, Experiment, Run, config_sources, duration_minutes, is_reference,
-                               reference_name)
+from prefinetune.config import (MAIN, MODEL_SOURCES, NULL, REFERENCE, Experiment, Run, checkpoint_root,
+                               config_sources, duration_minutes, hf_home, is_reference, reference_name)
 from prefinetune.plan import Pricer, Requests, training_jobs
+from prefinetune.slurm_plugin import fix_job_arrays
 from prefinetune.tasks import ConfigError
 
 REPO = Path(workflow.basedir)
 # envs/prefinetune.yaml installs this repository (pip, editable) into the environment of --sdm conda from here:
 # conda runs pip in .snakemake/conda/, where a relative path would not reach the repository.
 os.environ.update(PREFINETUNE_REPO=str(REPO))
+# Where Snakemake submits the jobs: two fixes of the Slurm executor plugin's job arrays, and its checks at the start
+# of a Slurm run (src/prefinetune/slurm_plugin.py).
+if workflow.is_main_process:
+    fix_job_arrays()
 
 # Built from the config files themselves (not Snakemake's merge), so that every error names the file its value
 # came from, and a --configfile's model section (hub, path or build) replaces the default's instead of adding to it.
@@ -28,10 +33,13 @@ except ConfigError as error:
 
 MODEL = EXP.config["model"]["name"]
 RES = EXP.config["resources"]
+# The Hugging Face cache (config hf_home): every job started from here, local or on Slurm, inherits it; downloads use it.
+if hf_home(EXP.config):
+    os.environ.update(HF_HOME=hf_home(EXP.config))
 
 
 wildcard_constraints:
-    root=r"results(/ablations/[a-z0-9_-]+)?",
+    root=r"results(/ablations/[a-z0-9_-]+|/null)?",
     task=r"[a-z0-9_]+",
     target=r"[a-z0-9_]+",
     k=r"[1-9][0-9]*",
@@ -42,7 +50,8 @@ wildcard_constraints:
 
 
 # -- every output path, once: the rules' outputs and the input functions below both use these -------------------------
-# {root} is a curve's folder: results/ for the main method, results/ablations/<name>/ for each ablation.
+# {root} is a curve's folder: results/ for the main method, results/ablations/<name>/ for each ablation,
+# results/null/ for the null arm (its labels destroyed).
 DATASET = "resources/datasets/{task}"
 MODEL_DIR = f"resources/models/{MODEL}"
 TOKENIZED = f"results/tokenized/{MODEL}/{{task}}"
@@ -54,6 +63,7 @@ EFFICIENCY = "results/sample_efficiency"
 FRACTION = f"{EFFICIENCY}/k{{k}}/draw{{draw}}/{{target}}/pct{{pct}}/seed{{seed}}"
 FRACTION_BASELINE = f"{EFFICIENCY}/k0/{{target}}/pct{{pct}}/seed{{seed}}"
 ABLATIONS = "results/ablations"
+NULL_ROOT = "results/null"  # the null arm's curve, and its comparison with the main curve (rules/null.smk)
 # A reference model (config reference_models): a published checkpoint, fine-tuned like k = 0, every path naming it.
 REFERENCE_MODEL_DIR = "resources/models/{reference}"
 REFERENCE_TOKENIZED = "results/tokenized/{reference}/{task}"  # with its own tokenizer
@@ -71,11 +81,11 @@ def benchmark(path):
 
 
 def variant_root(variant):
-    return "results" if variant == MAIN else f"{ABLATIONS}/{variant}"
+    return "results" if variant == MAIN else NULL_ROOT if variant == NULL else f"{ABLATIONS}/{variant}"
 
 
 def root_variant(root):
-    return MAIN if root == "results" else Path(root).name
+    return MAIN if root == "results" else NULL if root == NULL_ROOT else Path(root).name
 
 
 def variant_of(wildcards):
@@ -121,7 +131,8 @@ def subset_params(wildcards):
 
 
 def prefinetune_settings(wildcards):
-    return registry.plain(EXP.prefinetune_settings(variant_of(wildcards)))
+    """The variant's settings with its draw's seed (the same at every k and in every variant)."""
+    return registry.plain(EXP.prefinetune_settings(variant_of(wildcards), int(wildcards.draw)))
 
 
 def finetune_settings(wildcards):
@@ -156,7 +167,8 @@ def fraction_order_seed(wildcards):
 
 def curve_name(wildcards):
     variant = variant_of(wildcards)
-    return f"{'pre-finetuning' if variant == MAIN else f'ablation: {variant}'}, {MODEL}"
+    name = {MAIN: "pre-finetuning", NULL: "null arm (labels destroyed)"}.get(variant, f"ablation: {variant}")
+    return f"{name}, {MODEL}"
 
 
 def plot_title(wildcards):
@@ -173,9 +185,10 @@ def loss_title(wildcards):
 
 # -- inputs --------------------------------------------------------------------------------------------------------
 def model_build_texts(wildcards):
-    """A tiny model's tokenizer is trained on the experiment's own data; hub models need nothing."""
+    """A tiny model's tokenizer is trained on the curve's own data (not the held-out sample-efficiency targets');
+    hub models need nothing."""
     if "build" in EXP.config["model"]:
-        return expand(DATASET, task=EXP.used_tasks)
+        return expand(DATASET, task=EXP.curve_tasks)
     return []
 
 
@@ -206,8 +219,10 @@ def reference_tokenized(wildcards):
 
 
 def aggregate_runs(wildcards):
-    """Every run of one curve, then every reference model's runs (rows reference:<name> of its table)."""
-    return metrics_files(EXP.curve_runs(variant_of(wildcards)) + EXP.reference_runs())
+    """Every run of one curve, then every reference model's runs (rows reference:<name> of its table; not in the
+    null arm's, which is compared with the main curve only)."""
+    variant = variant_of(wildcards)
+    return metrics_files(EXP.curve_runs(variant) + (EXP.reference_runs() if variant != NULL else []))
 
 
 def efficiency_runs():
@@ -216,7 +231,8 @@ def efficiency_runs():
 
 def train_logs(wildcards):
     """The pre-finetuning log of every model of one root."""
-    return [rules.prefinetune.output.log_tsv.format(root=wildcards.root, k=k, draw=draw) for k, draw in EXP.models()]
+    return [rules.prefinetune.output.log_tsv.format(root=wildcards.root, k=k, draw=draw)
+            for k, draw in EXP.models(variant_of(wildcards))]
 
 
 def training_output(wildcards):
@@ -275,8 +291,16 @@ def curve_outputs(variants):
 
 
 def all_outputs():
-    """The paper's curve and the subsets it was drawn from."""
-    return [*expand(SUBSETS, draw=EXP.draws), *curve_outputs([MAIN])]
+    """The paper's curve and the subsets it was drawn from; the null arm too where null_arm.default_target says so."""
+    return [*expand(SUBSETS, draw=EXP.draws), *curve_outputs([MAIN]), *(null_outputs() if EXP.null_in_default else [])]
+
+
+def null_outputs():
+    """The null arm's table and its comparison with the main curve (rules/null.smk); nothing without a null arm."""
+    if not EXP.null_counts:
+        return []
+    return [f"{NULL_ROOT}/{name}" for name in ("scaling.csv", "content_transfer.csv", "critical_point_by_curve.csv",
+                                               "null_arm.pdf", "null_arm.png")]
 
 
 def ablation_outputs():
@@ -316,11 +340,29 @@ def plan_models():
     return {MODEL: MODEL_DIR, **{name: REFERENCE_MODEL_DIR.format(reference=name) for name in EXP.reference_models}}
 
 
+def plan_datasets():
+    """{task: its downloaded folder} of every task the experiment uses."""
+    return {t: DATASET.format(task=t) for t in EXP.used_tasks}
+
+
+def plan_model_sources():
+    """{model: hub, path or build}: where each model comes from (the disk bill counts the hub's cache)."""
+    models = {MODEL: EXP.config["model"], **EXP.reference_models}
+    return {name: next(key for key in MODEL_SOURCES if key in model) for name, model in models.items()}
+
+
+def plan_places():
+    """Where the checkpoints and the Hugging Face cache go, as the disk bill names them."""
+    return {"checkpoints": checkpoint_root(EXP.config),
+            "hf_cache": os.environ.get("HF_HOME", "~/.cache/huggingface") + " (HF_HOME)"}
+
+
 def plan_tokenized(wildcards):
-    """The tokenized data and models that exist already: the plan counts their real tokens and parameters.
-    Read when the DAG is built, so that the plan reruns once data is tokenized (and is exact from then on)."""
+    """The downloads, tokenized data and models that exist already: the plan counts their real tokens, parameters
+    and bytes. Read when the DAG is built, so that the plan reruns once data is downloaded or tokenized (and is
+    exact from then on)."""
     paths = [p for tasks in plan_tokenized_paths().values() for p in tasks.values()] + list(plan_models().values())
-    return [p for p in paths if Path(p).exists()]
+    return [p for p in [*paths, *plan_datasets().values()] if Path(p).exists()]
 
 
 def plan_tasks():

@@ -1,9 +1,10 @@
 # Fine-tune every target with several seeds: from each pre-finetuned model, from the original model (k = 0, the
 # baseline: computed once, shared by all draws and ablations), and from each reference model (a published
 # checkpoint, fine-tuned exactly like k = 0: results/reference/<name>/). Settings: config finetune, with the
-# target's finetune_overrides. Checkpoints go to checkpoints/<output folder> (outside the outputs, which
-# Snakemake deletes when a job fails): a rerun resumes from them. Log and checkpoint intervals and the
-# evaluation batch size are read by the job from the config, not params: changing them reruns nothing.
+# target's finetune_overrides. Checkpoints go to <config checkpoints>/<output folder> (outside the outputs, which
+# Snakemake deletes when a job fails): a rerun resumes from them. Log and checkpoint intervals, the evaluation
+# batch size and the checkpoint folder are read by the job from the config, not params: changing them reruns
+# nothing.
 
 
 rule finetune:

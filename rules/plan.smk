@@ -3,7 +3,8 @@
 # runtime, and the time each job asks Slurm for (the same values as the rules' runtime resource). A local
 # rule: it runs offline, before anything is downloaded (rough sizes from the registry), and again once data is
 # tokenized (real token counts): the tokenized data that exists is its input.
-#   snakemake --cores 1 plan   ->  results/plan.tsv (summary), results/plan_jobs.tsv (one row per job)
+#   snakemake --cores 1 plan   ->  results/plan.tsv (summary), results/plan_jobs.tsv (one row per job),
+#                                   results/plan_disk.tsv (disk)
 
 
 localrules:
@@ -16,11 +17,15 @@ rule cost_plan:
     output:
         summary="results/plan.tsv",
         jobs="results/plan_jobs.tsv",
+        disk="results/plan_disk.tsv",
     params:
         jobs=plan_jobs(),
         tasks=plan_tasks(),
         tokenized=plan_tokenized_paths(),
         models=plan_models(),
+        datasets=plan_datasets(),
+        sources=plan_model_sources(),
+        places=plan_places(),
         throughput=registry.plain(EXP.config["plan"]),
         max_length=EXP.config["max_length"],
         doc_stride=EXP.config["doc_stride"],

@@ -1,7 +1,8 @@
 # One multi-task model per (task count k, draw), for the main method and for each ablation root.
 # With resources.prefinetune.gpus > 1 the job runs one process per GPU (torchrun); with nodes > 1, on each of
-# that many nodes (see prefinetune_resources). Checkpoints go to checkpoints/..., outside the outputs
-# (Snakemake deletes a failed job's outputs): a rerun resumes from them.
+# that many nodes (see prefinetune_resources). Checkpoints go to <config checkpoints>/<output folder>, outside the
+# outputs (Snakemake deletes a failed job's outputs): a rerun resumes from them. Where they go is read by the job
+# from the config, not params: moving them reruns nothing.
 
 
 rule prefinetune:
@@ -13,7 +14,6 @@ rule prefinetune:
     params:
         tasks=subset_params,
         settings=prefinetune_settings,
-        checkpoints=f"checkpoints/{PREFINETUNED}",
     conda:
         "../envs/prefinetune.yaml"
     log:

@@ -1,6 +1,6 @@
 # Sample efficiency (Muppet, section "sample efficiency"): each sample_efficiency target fine-tuned on nested
 # shares of its training data (percents), from every model of the main curve. Built only when asked for:
-#   snakemake ... sample_efficiency
+#   snakemake --profile slurm sample_efficiency   (the embedded default: snakemake --cores 2 --directory demo sample_efficiency)
 
 
 use rule finetune as finetune_fraction with:

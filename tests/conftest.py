@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from data_helpers import generated_inputs
 from workflow_helpers import make_workdir, snakemake
 
 KINDS = {"unit": (), "workflow": ("workflow", "slow"), "e2e": ("e2e", "slow")}
@@ -30,6 +31,13 @@ def isolated_hf(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory):
+    """Three generated tasks tokenized for a tiny RoBERTa built on their text (data_helpers.GENERATED), once per
+    session: (tasks, {name: tokenized folder}, model folder). Tests read them and write elsewhere."""
+    return generated_inputs(tmp_path_factory.mktemp("generated"))
 
 
 @pytest.fixture(scope="session")

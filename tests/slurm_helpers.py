@@ -6,7 +6,9 @@ they are skipped, unless PREFINETUNE_REQUIRE_SLURM=1 (set by .ci/run) makes that
 
 from __future__ import annotations
 
+import getpass
 import os
+import re
 import subprocess
 import time
 
@@ -24,8 +26,8 @@ TEST_CLUSTER = {
 }
 # Settings only a test cluster needs: jobs take seconds here, so check their states after 2 s, not 40 s.
 TEST_ONLY = {"slurm-init-seconds-before-status-checks": 2}
-SACCT_FIELDS = ["JobID", "JobName", "Comment", "Account", "Partition", "ReqTRES", "AllocTRES", "Timelimit",
-                "State", "ExitCode", "NodeList", "WorkDir"]
+SACCT_FIELDS = ["JobID", "JobName", "Comment", "Account", "Partition", "ReqTRES", "AllocTRES", "Timelimit", "Submit",
+                "End", "State", "ExitCode", "NodeList", "WorkDir"]
 
 
 def _cluster_reachable() -> bool:
@@ -47,14 +49,25 @@ def require_cluster() -> None:
     assert NO_CLUSTER is None, f"PREFINETUNE_REQUIRE_SLURM=1, but {NO_CLUSTER}"
 
 
-def write_test_profile(directory, set_resources: dict | None = None) -> dict:
-    """slurm/config.yaml with the test cluster's values in its placeholders, plus TEST_ONLY; ``set_resources``
-    changes single keys of rules under set-resources."""
+def limits() -> dict[str, int]:
+    """The test cluster's limits (tests/slurm/cluster.sh): MaxArraySize, and the user's MaxSubmitJobs."""
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    assoc = subprocess.run(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={getpass.getuser()}",
+                            f"account={TEST_CLUSTER['<EDIT: your Slurm account>']}", "format=MaxSubmit"],
+                           capture_output=True, text=True, check=True).stdout
+    return {"MaxArraySize": int(re.search(r"MaxArraySize\s*=\s*(\d+)", config).group(1)),
+            "MaxSubmitJobs": int(assoc.split()[0])}
+
+
+def write_test_profile(directory, set_resources: dict | None = None, jobs: int | None = None) -> dict:
+    """slurm/config.yaml with the test cluster's values in its placeholders, plus TEST_ONLY, and `jobs` at the
+    cluster's MaxSubmitJobs unless given (the run checks it at its start); ``set_resources`` changes single keys
+    of rules under set-resources."""
     text = (REPO / "slurm" / "config.yaml").read_text()
     for placeholder, value in TEST_CLUSTER.items():
         assert f'"{placeholder}"' in text, f"slurm/config.yaml no longer has the placeholder {placeholder!r}"
         text = text.replace(f'"{placeholder}"', value)
-    profile = yaml.safe_load(text) | TEST_ONLY
+    profile = yaml.safe_load(text) | TEST_ONLY | {"jobs": jobs or limits()["MaxSubmitJobs"]}
     for rule, values in (set_resources or {}).items():
         profile["set-resources"][rule].update(values)
     directory.mkdir()

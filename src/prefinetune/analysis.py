@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
 
 import pandas as pd
-import yaml
 
 from .config import is_reference
 from .failed_runs import FIELDS, failed
 from .families import ALL_METRICS
+from .faults import Fault
 from .io import atomic_path
+from .tasks import read_yaml
 
 # One row per fine-tuning run; k = 0 is the model without pre-finetuning (draw 0, shared by all draws).
 # ``value`` is the target's primary metric (named in ``metric``); every metric of its family follows,
 # empty where the family has no such metric. ``percent`` is the share of training data (sample efficiency).
 # A reference model's run (config reference_models) has the variant reference:<name> and no k: it is a level to
 # compare the curve with, not a point of it (:func:`read_scaling` and the figures keep it apart).
-# ``chance``, ``loss_start`` and ``loss_end`` are what the failed-run rule reads, ``failed`` its verdict
-# (failed_runs.py): the critical point and the transfer map leave failed runs out.
+# ``chance``, ``loss_start``, ``loss_end`` and ``loss_chance`` are what the failed-run rule reads, ``failed`` its
+# verdict (failed_runs.py): the critical point and the transfer map leave failed runs out.
 REQUIRED = ["k", "draw", "target", "seed", "metric", "value"]
 COLUMNS = ["variant", "k", "draw", "target", "family", "seed", "percent", "metric", "value", *ALL_METRICS,
            *FIELDS, "failed"]
@@ -43,6 +45,7 @@ def collect(paths: list[str], variant: str) -> pd.DataFrame:
         missing = [key for key in REQUIRED if key not in record]
         if missing:
             raise ValueError(f"{path}: missing required key(s) {missing}")
+        check_numbers(record, path)
         reference = is_reference(record.get("variant"))
         rows.append({"variant": record["variant"] if reference else variant, "family": record.get("family", ""),
                      "percent": record.get("percent", 100), **{key: record[key] for key in REQUIRED},
@@ -54,6 +57,14 @@ def collect(paths: list[str], variant: str) -> pd.DataFrame:
     references = df["variant"].map(is_reference)
     return pd.concat([df[~references].sort_values(SORT_KEYS), df[references].sort_values(["variant", "target", "seed"])],
                      ignore_index=True)
+
+
+def check_numbers(record: dict, path) -> None:
+    """A run's value and metrics are finite numbers: a NaN or inf (or null) is never a point of the curve."""
+    fields = {"value": record["value"], **{f"metrics.{k}": v for k, v in (record.get("metrics") or {}).items()}}
+    for field, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise Fault(f"{path}: {field}: {value!r} is not a finite number; rerun that job (delete the file)")
 
 
 def split_references(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -104,20 +115,21 @@ STANDARDISED = "standardised"  # the metric of the mean over targets
 CLI_REQUIRED = ["k", "draw", "target", "seed", "value"]
 
 
-def standardised_mean(df: pd.DataFrame) -> pd.DataFrame:
+def standardised_mean(df: pd.DataFrame, scale: tuple[pd.Series, pd.Series] | None = None) -> pd.DataFrame:
     """Each (k, draw, seed)'s mean over targets of the standardised value, so that no metric dominates.
 
     A target's value is standardised as (value - its mean at k = 0) / its standard deviation over all its runs
     (1 where that is 0 or undefined): 0 is the baseline, 1 is one standard deviation of that target. Failed runs
     (a ``failed`` column) are left out, of the scale too: a (k, draw, seed)'s mean is over the targets whose run
-    did not fail, and it is marked ``failed`` where every one did.
+    did not fail, and it is marked ``failed`` where every one did. ``scale``: another table's (centre, sd) of
+    :func:`target_scale` instead of ``df``'s own (two curves on one scale).
     """
     if "failed" in df:
         kept = df[~df["failed"].to_numpy(bool)]
         keys = df[["k", "draw", "seed"]].drop_duplicates()
     else:
         kept, keys = df, None
-    centre, sd = target_scale(kept)
+    centre, sd = scale or target_scale(kept)
     scaled = kept.assign(value=(kept["value"] - kept["target"].map(centre)) / kept["target"].map(sd))
     mean = mean_over_targets(scaled)
     if keys is None:
@@ -135,11 +147,12 @@ def target_scale(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return centre, sd.where(sd > 0, 1.0)
 
 
-def curve_series(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
-    """(target, metric, runs) for every target, then ("mean", "standardised", the standardised mean)."""
+def curve_series(df: pd.DataFrame, scale: tuple[pd.Series, pd.Series] | None = None) -> list[tuple[str, str, pd.DataFrame]]:
+    """(target, metric, runs) for every target, then ("mean", "standardised", the standardised mean; ``scale``:
+    see :func:`standardised_mean`)."""
     metric_of = df.groupby("target")["metric"].first() if "metric" in df else {}
     series = [(t, str(metric_of.get(t, "value")), df[df["target"] == t]) for t in sorted(df["target"].unique())]
-    return [*series, ("mean", STANDARDISED, standardised_mean(df))]
+    return [*series, ("mean", STANDARDISED, standardised_mean(df, scale))]
 
 
 def critical_table(df: pd.DataFrame, variant: str, **kwargs) -> pd.DataFrame:
@@ -179,8 +192,7 @@ def read_orders(paths: list[str | os.PathLike]) -> dict[int, list[str]]:
     """Each draw's task order from the subsets step's ``draw<d>.yaml`` files."""
     orders = {}
     for path in paths:
-        with open(path) as f:
-            record = yaml.safe_load(f)
+        record = read_yaml(path)
         if not isinstance(record, dict) or "draw" not in record or "order" not in record:
             raise ValueError(f"{path}: needs the fields 'draw' and 'order'")
         orders[int(record["draw"])] = list(record["order"])

@@ -41,9 +41,10 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 class TaskArrays:
     """One task's tokenized split as numpy arrays: tokens, row offsets, labels, and each example's length.
 
-    ``fam``'s data part reads the labels; by default, the family whose name ``tokenize`` stored with the split."""
+    ``fam``'s data part reads the labels; by default, the family whose name ``tokenize`` stored with the split.
+    With ``null_rng`` (the null arm) the family destroys the labels' information (``Data.shuffled_labels``)."""
 
-    def __init__(self, ds, fam=None):
+    def __init__(self, ds, fam=None, null_rng: np.random.Generator | None = None):
         if fam is None and ds.info.description not in FAMILIES:
             raise ValueError("a split that prefinetune.data.tokenize did not write (its info.description names no "
                              "task family): give TaskArrays its task's family")
@@ -59,6 +60,8 @@ class TaskArrays:
         self.row_starts = _starts(self.row_lengths)
         self.tokens = pc.list_flatten(ids).to_numpy()
         self.labels = self.family.data.read_labels(table)
+        if null_rng is not None:
+            self.labels = self.family.data.shuffled_labels(self.labels, table, null_rng)
         # tokens of each example's longest row: what it adds to the padded width of a micro-batch
         self.lengths = (self.row_lengths if self.choices is None
                         else np.maximum.reduceat(self.row_lengths, self.example_rows[:-1]))

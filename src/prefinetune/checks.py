@@ -24,8 +24,9 @@ def check_not_null(ds, column: str, where: str) -> None:
         raise ConfigError(f"{where}: row {row + 1}: column '{column}': null")
 
 
-def check_text(ds, columns, where: str) -> None:
-    """Every row of the text columns holds text: not null, not a number, valid UTF-8 (one Arrow pass each)."""
+def check_text(ds, columns, where: str, what: str = "text") -> None:
+    """Every row of the text columns holds text: not null, not a number, valid UTF-8, not empty or only whitespace
+    (a few Arrow passes each). ``what`` names the text in the message (e.g. "summary")."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -47,6 +48,10 @@ def check_text(ds, columns, where: str) -> None:
                     raise ConfigError(f"{where}: row {row + 1}: column '{column}': bytes that are not UTF-8 "
                                       f"(0x{raw[error.start]:02x} at byte {error.start})") from None
             raise
+        row = pc.index(pc.equal(pc.utf8_trim_whitespace(values), ""), True).as_py()
+        if row >= 0:
+            raise ConfigError(f"{where}: row {row + 1}: column '{column}': an empty {what}"
+                              + (" (only whitespace)" if values[row].as_py() else ""))
 
 
 def origin(task: Task, split: str) -> str:

@@ -15,16 +15,21 @@ import dataclasses
 import importlib.util
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .device import PEAK_TFLOPS
 from .families import family, load_registry
 from .monitor import DEFAULT_REPORT_TO
-from .subsets import subset, task_order
+from .subsets import draw_seed, subset, task_order
 from .tasks import ConfigError, Task, read_yaml, validate_with_schema
 
 MAIN = "main"  # the variant that follows the paper; ablations are named in config["ablations"]
+NULL = "null_arm"  # the null arm (config null_arm, results/null/): the main method, its labels destroyed; not "null",
+# which pandas reads as a missing value in a CSV's variant column
+SHUFFLED = "shuffled"  # the null arm's ``labels`` setting: each task's label information destroyed (families.base)
 MODEL_SOURCES = ("hub", "path", "build")  # exactly one says where the model comes from
 REFERENCE = "reference:"  # variant of a reference model's runs: reference:<name> (config["reference_models"])
 WARNING_MINUTES = 5  # the Slurm profile's --signal=TERM@300: the last 5 minutes of a job only save a checkpoint
@@ -116,6 +121,7 @@ class Experiment:
         config.setdefault("doc_stride", 128)
         config.setdefault("max_target_length", 128)
         config.setdefault("sample_efficiency", None)
+        config.setdefault("null_arm", None)
         config.setdefault("finetune_overrides", {})
         config.setdefault("reference_models", [])
         config["plan"] = {**DEFAULT_PLAN, **(config.get("plan") or {})}
@@ -157,12 +163,18 @@ class Experiment:
                 self._fail(f"task_counts[{i}]", f"{k} is larger than the {available} tasks available to the {c['protocol']} protocol")
             if c["protocol"] == "targets_in_pool" and 0 < k < len(c["targets"]):
                 self._fail(f"task_counts[{i}]", f"{k} is smaller than the {len(c['targets'])} targets, which every subset contains under targets_in_pool")
+        if MAIN in c["ablations"]:  # it would silently become the main curve (results/, not results/ablations/)
+            self._fail(f"ablations.{MAIN}", f"'{MAIN}' names the main curve; give the ablation another name")
         if c["resources"]["finetune"]["nodes"] != 1:
             self._fail("resources.finetune.nodes", "fine-tuning runs on one node; only prefinetune may use several")
         if "path" in c["model"]:  # relative to the working directory, where the download_model job runs
             self._saved_config("model.path", c["model"]["path"])
         self._check_model_fits_tasks()
         self._check_reference_models()
+        self._check_plan_gpu()
+        for key in ("checkpoints", "hf_home"):  # folders of the run: a $VARIABLE that is not set would become a name
+            if c.get(key) and "$" in expand_path(c[key]):
+                self._fail(key, f"{c[key]}: an environment variable in it is not set here")
         if duration_minutes(c["plan"]["runtime_floor"]) <= WARNING_MINUTES:
             self._fail("plan.runtime_floor", f"{c['plan']['runtime_floor']} must be longer than the {WARNING_MINUTES} "
                        "minutes before a job's time limit in which it only saves a checkpoint (--signal=TERM@300)")
@@ -173,9 +185,61 @@ class Experiment:
         for i, name in enumerate(self.efficiency_targets):
             if name not in self.tasks:
                 self._fail(f"sample_efficiency.targets[{i}]", f"unknown task '{name}' (not in the registry {c['registry']})")
+        self._check_efficiency_held_out()
+        self._check_null_arm()
         for name in c["finetune_overrides"]:
             if name not in self.tasks:
                 self._fail(f"finetune_overrides.{name}", f"unknown task '{name}' (not in the registry {c['registry']})")
+
+    def _check_efficiency_held_out(self) -> None:
+        """The sample-efficiency study measures how a dataset left out of pre-finetuning gains from it (the paper's
+        design): none of its targets may enter a subset."""
+        pretrained = set(self.order(1))  # every task some subset holds (under held_out, not the targets)
+        given = "targets" in (self.config["sample_efficiency"] or {})
+        for i, name in enumerate(self.efficiency_targets):
+            if name in pretrained:
+                field = f"sample_efficiency.targets[{i}]" if given else "sample_efficiency.targets"
+                why = " and ".join(reason for reason, holds in (
+                    ("in the pool", name in self.config["pool"]),
+                    ("a target, which targets_in_pool puts in every subset", name in self.targets)) if holds)
+                default = "" if given else " (the default: the targets)"
+                self._fail(field, f"{name}{default} is {why}, so pre-finetuned models have seen its labels; the study "
+                           "fine-tunes datasets held out of pre-finetuning: take it out of the pool, or name another")
+
+    def _check_null_arm(self) -> None:
+        """The null arm's task counts are the main curve's (each null model is paired with the main model of the same
+        k and draw); no ablation takes its name (results/ablations/null would read as the null arm)."""
+        if NULL in self.config["ablations"]:
+            self._fail(f"ablations.{NULL}", f"'{NULL}' names the null arm's curve (results/null/); give the ablation "
+                       "another name")
+        for i, k in enumerate((self.config["null_arm"] or {}).get("task_counts", [])):
+            if k not in self.config["task_counts"]:
+                self._fail(f"null_arm.task_counts[{i}]", f"{k} is not one of task_counts {self.counts}: each null model "
+                           "is compared with the main curve's model of the same k and draw")
+
+    def _check_plan_gpu(self) -> None:
+        """Without a measured plan.tokens_per_s the plan prices every job at its GPU's peak for the precision it trains
+        in there (prefinetune.plan.priced_precision): that GPU and that precision must be in device.PEAK_TFLOPS."""
+        plan, c = self.config["plan"], self.config
+        if plan["tokens_per_s"]:
+            return
+        gpu = plan["gpu"].lower()
+        if gpu not in PEAK_TFLOPS:
+            self._fail("plan.gpu", f"{plan['gpu']}: no peak known; known: {', '.join(PEAK_TFLOPS)} (or measure "
+                       "plan.tokens_per_s)")
+        peaks = PEAK_TFLOPS[gpu]
+        if plan["precision"] != "auto":
+            if plan["precision"] not in peaks:
+                self._fail("plan.precision", f"{plan['precision']}: a {gpu} has no {plan['precision']} peak (it has "
+                           f"{', '.join(peaks)})")
+            return
+        sections = {"prefinetune": c["prefinetune"], "finetune": c["finetune"],
+                    **{f"ablations.{name}": v for name, v in c["ablations"].items()},
+                    **{f"finetune_overrides.{name}": v for name, v in c["finetune_overrides"].items()}}
+        for field, section in sections.items():
+            if section.get("precision", "auto") not in ("auto", "fp32", *peaks):
+                self._fail(f"{field}.precision", f"{section['precision']} on a {gpu} (plan.gpu) has no peak to price: "
+                           f"its {section['precision']} is emulated; auto trains in {', '.join(p for p in peaks if p != 'fp32')} there")
 
     def _check_model_fits_tasks(self) -> None:
         """A summarization task needs an encoder-decoder: a built BART, or a local model whose config says so (a hub
@@ -257,9 +321,32 @@ class Experiment:
         return [MAIN, *self.config["ablations"]]
 
     @property
+    def null_counts(self) -> list[int]:
+        """The null arm's task counts (config null_arm.task_counts, default all), k = 0 included where the main curve
+        has it (the baseline both share); none without a null arm."""
+        arm = self.config["null_arm"]
+        if arm is None:
+            return []
+        return sorted(set(arm.get("task_counts", self.counts)) | ({0} & set(self.counts)))
+
+    @property
+    def null_in_default(self) -> bool:
+        """Whether the default target (plain ``snakemake``) builds the null arm too (null_arm.default_target)."""
+        return bool((self.config["null_arm"] or {}).get("default_target", False))
+
+    def counts_of(self, variant: str) -> list[int]:
+        """The task counts of a variant's curve: the null arm's own, every other curve the config's."""
+        return self.null_counts if variant == NULL else self.counts
+
+    @property
+    def curve_tasks(self) -> list[str]:
+        """The tasks of the curve: the pool and the targets, in a stable order (a built tokenizer reads their text)."""
+        return list(dict.fromkeys([*self.config["pool"], *self.config["targets"]]))
+
+    @property
     def used_tasks(self) -> list[str]:
-        """Every task some job needs: the pool and the targets, in a stable order."""
-        return list(dict.fromkeys([*self.config["pool"], *self.config["targets"], *self.efficiency_targets]))
+        """Every task some job needs: the curve's, then the sample-efficiency study's, in a stable order."""
+        return list(dict.fromkeys([*self.curve_tasks, *self.efficiency_targets]))
 
     @property
     def reference_models(self) -> dict[str, dict]:
@@ -274,16 +361,16 @@ class Experiment:
         return subset(self.order(draw), k)
 
     # -- the jobs, as values (rules/common.smk turns them into paths) -----------------------------------------
-    def models(self) -> list[tuple[int, int]]:
+    def models(self, variant: str = MAIN) -> list[tuple[int, int]]:
         """(k, draw) of every pre-finetuned model of a curve (each variant has its own)."""
-        return [(k, draw) for k in self.counts if k > 0 for draw in self.draws]
+        return [(k, draw) for k in self.counts_of(variant) if k > 0 for draw in self.draws]
 
     def curve_runs(self, variant: str, targets: list[str] | None = None) -> list[Run]:
         """Every fine-tuning run behind one curve: the k = 0 baseline (shared by all variants) and the runs from
         the variant's pre-finetuned models."""
         targets = self.targets if targets is None else targets
         runs = []
-        for k in self.counts:
+        for k in self.counts_of(variant):
             models = [(MAIN, 0)] if k == 0 else [(variant, draw) for draw in self.draws]
             runs += [Run(v, k, draw, target, seed) for v, draw in models for target in targets for seed in self.seeds]
         return runs
@@ -308,15 +395,22 @@ class Experiment:
                          for seed in self.seeds]
         return runs
 
-    def prefinetune_settings(self, variant: str) -> dict:
-        """The pre-finetuning hyper-parameters of a variant: the main section with the ablation's overrides."""
-        if variant != MAIN and variant not in self.config["ablations"]:
+    def prefinetune_settings(self, variant: str, draw: int | None = None) -> dict:
+        """The pre-finetuning hyper-parameters of a variant: the main section with the ablation's overrides; the null
+        arm's are the main ones with ``labels: shuffled``. With ``draw``, the seed is that draw's (:func:`draw_seed`),
+        the same at every k and in every variant."""
+        if variant not in (MAIN, NULL) and variant not in self.config["ablations"]:
             raise ConfigError(f"{self.source}: ablations: no variant named '{variant}'")
         merged = {**DEFAULT_TRAIN, **self.config["prefinetune"]}
-        if variant != MAIN:
+        if variant in self.config["ablations"]:
             merged.update(self.config["ablations"][variant])
         reads = [*PREFINETUNE_READS, *BUDGET_READS[merged["budget"]], *self.generation_reads(self.config["pool"])]
-        return {**{k: merged[k] for k in reads if k in merged}, "max_length": self.config["max_length"]}
+        settings = {**{k: merged[k] for k in reads if k in merged}, "max_length": self.config["max_length"]}
+        if variant == NULL:
+            settings["labels"] = SHUFFLED
+        if draw is not None:
+            settings["seed"] = draw_seed(merged["seed"], draw)
+        return settings
 
     def finetune_settings(self, target: str) -> dict:
         """The fine-tuning hyper-parameters of a target: the finetune section with the target's overrides."""
@@ -388,6 +482,29 @@ def report_to(config: dict) -> list[str]:
     return list(config.get("report_to", DEFAULT_REPORT_TO))
 
 
+def checkpoint_root(config: dict) -> str:
+    """The folder under which training jobs keep their checkpoints (config ``checkpoints``, default ``checkpoints``
+    in the working directory; ~ and $VARIABLES expanded): read by the job, never a param."""
+    return expand_path(config.get("checkpoints") or DEFAULT_CHECKPOINTS)
+
+
+def hf_home(config: dict) -> str | None:
+    """The Hugging Face cache the download jobs use (config ``hf_home``, set as HF_HOME for every job); None: the
+    environment's HF_HOME, else Hugging Face's default, ~/.cache/huggingface."""
+    return expand_path(config["hf_home"]) if config.get("hf_home") else None
+
+
+def expand_path(path: str) -> str:
+    """A configured folder with ~ and $VARIABLES expanded, as the shell would."""
+    return os.path.expandvars(os.path.expanduser(path))
+
+
+def allow_cpu(config: dict) -> bool:
+    """Whether a training job whose resources ask for GPUs may train on the CPU when it sees none (config
+    ``allow_cpu``, default false: it stops, see prefinetune.device): read by the job, never a param."""
+    return bool(config.get("allow_cpu", False))
+
+
 def _check_model_source(model, where) -> None:
     """Exactly one of hub, path and build. (Across files none is given twice: a later file's model section
     that names a source replaces the earlier section, see :func:`merge_sources`.)"""
@@ -401,6 +518,7 @@ def _check_model_source(model, where) -> None:
         raise ConfigError(f"{where(('model',))}: model: give one of hub, path, build")
 
 
+DEFAULT_CHECKPOINTS = "checkpoints"  # training checkpoints, under the working directory unless config checkpoints says
 DEFAULT_PERCENTS = list(range(10, 101, 10))  # sample efficiency: 10 %, 20 %, ..., 100 % of the training data
 
 # Defaults for every optional training field; config.yaml documents each of them.
@@ -446,9 +564,11 @@ FINETUNE_READS = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "warm
 RUN_OPTIONS = ("log_every", "checkpoint_every", "eval_batch_size")
 GENERATION_READS = ("label_smoothing",)  # read only where a job's tasks include summarization (see generation_reads)
 
-# The cost plan (prefinetune.plan): throughput assumed where no measured tokens_per_s is given; bf16, what training
-# runs in on a GPU by default (precision: auto).
-DEFAULT_PLAN = {"gpu": "a100", "precision": "bf16", "mfu": 0.3, "tokens_per_s": None, "model_params": None,
+# The cost plan (prefinetune.plan): throughput assumed where no measured tokens_per_s is given; precision auto: each
+# job at the precision it trains in on that GPU (prefinetune.plan.priced_precision).
+DEFAULT_PLAN = {"gpu": "a100", "precision": "auto", "mfu": 0.3, "tokens_per_s": None, "model_params": None,
                 # What each training job asks Slurm for (prefinetune.plan.asked_minutes): its estimate x runtime_safety,
                 # plus the 5-minute warning, at least runtime_floor, at most the rule's resources.<rule>.runtime.
-                "runtime_safety": 2.0, "runtime_floor": "15m"}
+                "runtime_safety": 2.0, "runtime_floor": "15m",
+                # The disk bill's checkpoints at peak (prefinetune.disk): the training jobs that run at once; None: all.
+                "jobs_at_once": None}

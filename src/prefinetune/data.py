@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zlib
 from pathlib import Path
 
 from .checks import check_text, origin
@@ -187,6 +188,8 @@ def select_splits(raw, task: Task, repo: str | Path = "."):
         check_text(ds, task.text, where)
         file = task.source.get("files", {}).get(name)
         out[canonical] = family(task).data.layout(ds, task, where, Path(repo) / file if file else None)
+        if canonical == "train":
+            family(task).data.check_training(out[canonical], task, where)
     return DatasetDict(out)
 
 
@@ -249,6 +252,14 @@ def load_tokenized(path: str | Path, split: str):
     return load_from_disk(str(Path(path) / split))
 
 
+def _examples(ds):
+    """The example of each row of a tokenized split (span: a passage's windows share theirs), and their number."""
+    import numpy as np
+
+    examples = np.asarray(ds["example"]) if "example" in ds.column_names else np.arange(len(ds))
+    return examples, int(examples.max()) + 1 if len(examples) else 0
+
+
 def fraction(ds, percent: int, seed: int):
     """The first ``percent`` % of the examples in a seeded order: nested (10 % inside 20 % ...) and fixed
     by ``seed``, whatever the fine-tuning seed. Span windows are kept or dropped with their example."""
@@ -256,7 +267,18 @@ def fraction(ds, percent: int, seed: int):
 
     if percent == 100:
         return ds
-    examples = ds["example"] if "example" in ds.column_names else list(range(len(ds)))
-    n = max(examples) + 1 if len(examples) else 0
-    keep = set(np.random.default_rng(seed).permutation(n)[: max(1, round(n * percent / 100))].tolist())
-    return ds.select([row for row, example in enumerate(examples) if example in keep])
+    examples, n = _examples(ds)
+    keep = np.random.default_rng(seed).permutation(n)[: max(1, round(n * percent / 100))]
+    return ds.select(np.flatnonzero(np.isin(examples, keep)))
+
+
+def hold_out(ds, count: int, name: str):
+    """A tokenized training split as (the rows that train, a held-out slice of ``count`` examples, at most a tenth
+    of them): the convergence budget's validation data, which no target is scored on. The slice is a random
+    choice fixed by the task's ``name`` (the same in every model); span windows go with their example."""
+    import numpy as np
+
+    examples, n = _examples(ds)
+    held = np.random.default_rng(zlib.crc32(name.encode())).permutation(n)[: min(count, max(1, n // 10))]
+    out = np.isin(examples, held)
+    return ds.select(np.flatnonzero(~out)), ds.select(np.flatnonzero(out))

@@ -62,19 +62,23 @@ def broadcast_model(model: torch.nn.Module) -> None:
             dist.broadcast(tensor, src=0)
 
 
-def sum_gradients(params) -> None:
-    """Sum every gradient over the ranks in one all-reduce.
+def sum_gradients(params, failed: bool = False) -> bool:
+    """Sum every gradient over the ranks in one all-reduce; returns whether a rank ``failed`` its part of the
+    update (ran out of memory), in which case no gradient is summed and every rank redoes the update.
 
     A parameter that no rank touched in this update (a head whose task was not drawn) keeps ``grad=None``,
     as it would with one process, so AdamW leaves it alone instead of decaying it with a zero gradient.
     """
     if world_size() == 1:
-        return
+        return failed
     params = [p for p in params if p.requires_grad]
     device = params[0].device
-    touched = torch.tensor([float(p.grad is not None) for p in params], device=device)
-    dist.all_reduce(touched)
-    live = [p for p, t in zip(params, touched.tolist()) if t > 0]
+    touched = torch.tensor([float(p.grad is not None) for p in params] + [float(failed)], device=device)
+    dist.all_reduce(touched)  # the failure flag rides on this existing all-reduce: no extra sync
+    *touched, failures = touched.tolist()
+    if failures:
+        return True
+    live = [p for p, t in zip(params, touched) if t > 0]
     for p in live:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -84,6 +88,7 @@ def sum_gradients(params) -> None:
     for p in live:
         p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
         offset += p.numel()
+    return False
 
 
 def sum_values(values: list[float], device: torch.device) -> list[float]:
@@ -102,6 +107,21 @@ def gather(obj) -> list:
     out = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def from_main(obj):
+    """Rank 0's ``obj`` on every rank (a decision rank 0 alone can take, e.g. which checkpoint to resume)."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    """Wait until every rank is here (e.g. until rank 0 has written the stop checkpoint)."""
+    if world_size() > 1:
+        dist.barrier()
 
 
 def seed_rank(seed: int) -> None:

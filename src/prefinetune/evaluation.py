@@ -14,6 +14,7 @@ import torch
 from .batching import collate, task_arrays, to_device
 from .data import load_tokenized
 from .families import METRICS_BY_TYPE, family
+from .faults import Fault
 from .heads import MultiTaskModel
 from .tasks import Task
 from .training import autocast, pick_device
@@ -38,9 +39,12 @@ def evaluate(model: MultiTaskModel, task: Task, tokenized: str, pad_id: int, set
                  for ids in generate(model, validation, task, pad_id, batch_size, precision, options)]
         scorer.add(texts, None, None)
     else:
+        row = 0
         for inputs, out in predict(model, validation, task, pad_id, batch_size, precision):
-            scorer.add(out.float().cpu().numpy(), inputs["segments"][0].labels.cpu().numpy(),
-                       inputs["attention_mask"].sum(-1).tolist())
+            outputs = out.float().cpu().numpy()
+            check_finite(outputs, task, row, scorer.padding)
+            scorer.add(outputs, inputs["segments"][0].labels.cpu().numpy(), inputs["attention_mask"].sum(-1).tolist())
+            row += len(outputs)
     metrics = scorer.result()
     return {**metrics, "chance": chance_score(task, scorer, metrics)}
 
@@ -73,6 +77,19 @@ def chance_loss(task: Task, ds) -> float | None:
     _, counts = np.unique(np.asarray(ds["label"], int), return_counts=True)
     share = counts / counts.sum()
     return round(float(-(share * np.log(share)).sum()), 6)
+
+
+def check_finite(outputs: np.ndarray, task: Task, first_row: int, padding: float | None = None) -> None:
+    """Outputs of one batch (rows ``first_row`` on) must be finite numbers: NaN or inf is never scored (the argmax of
+    NaN logits would score as the share of class 0). ``padding``: the value that marks no output (a missing choice)."""
+    bad = ~np.isfinite(outputs)
+    if padding is not None:
+        bad &= outputs != padding
+    rows = np.flatnonzero(bad.reshape(len(outputs), -1).any(axis=1))
+    if len(rows):
+        value = outputs[rows[0]][bad[rows[0]]].flat[0]
+        raise Fault(f"task {task.name}: validation row {first_row + rows[0] + 1}: the model's output {value} is not a "
+                    "finite number; no metrics written")
 
 
 def eval_batches(model: MultiTaskModel, ds, task: Task, pad_id: int, batch_size: int):

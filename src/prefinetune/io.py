@@ -1,5 +1,12 @@
 """Atomic outputs: a killed job never leaves a file or folder that looks finished.
 
+An output is written into a temporary sibling (``.<name>.<random>.tmp``), its files and folders are fsynced,
+and only then is it renamed into place, and the folder holding it fsynced: after a node crash the name points
+at complete bytes, never at a short file. A folder that already exists is renamed aside (``.<name>.old``) before
+the new one takes its name, so that at every instant one of the two exists; a checkpoint folder is removed the
+same way, and :func:`recover` puts it back after a kill midway. A writer first removes the temporaries a killed
+writer of the same path left behind.
+
 Outputs get the permissions the umask gives any new file or folder (tempfile's own 0700 is undone), so a
 lab sharing a project directory can read each other's datasets and models.
 """
@@ -7,6 +14,7 @@ lab sharing a project directory can read each other's datasets and models.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -20,26 +28,91 @@ from typing import Iterator
 def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
-    The temporary lives in the same folder, so the final ``os.replace`` is atomic on POSIX
-    file systems. A directory target that already exists (e.g. created empty by Snakemake) is
-    replaced as a whole.
+    The temporary lives in the same folder, so the final rename is atomic on POSIX file systems; what was
+    written is on disk (fsync) before it gets the name. A directory target that already exists (e.g. created
+    empty by Snakemake) is replaced as a whole, without an instant in which neither exists.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; a folder output gets what mkdir would give
     target = tmp if is_dir else tmp / path.name
     try:
         yield target
+        sync_tree(target)
         if is_dir:
-            if path.is_dir():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
+            replace_tree(tmp, path)
         else:
             os.replace(target, path)
+            fsync(path.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def sync_tree(path: Path) -> None:
+    """fsync a file, or every file and folder under a folder: what was written is on disk, not only cached."""
+    for p in [path] if path.is_file() else [*(p for p in path.rglob("*") if not p.is_symlink()), path]:
+        fsync(p)
+
+
+def fsync(path: Path) -> None:
+    """fsync one file or folder (a folder: its entries, so a rename into it survives a crash)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def aside(path: Path) -> Path:
+    """Where a folder waits while it is replaced or removed: ``.<name>.old`` beside it."""
+    return path.with_name(f".{path.name}.old")
+
+
+def replace_tree(new: Path, path: Path) -> None:
+    """Give folder ``new`` the name ``path``: an existing ``path`` is renamed aside first and deleted last."""
+    old = aside(path)
+    if path.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(path, old)
+    os.replace(new, path)
+    fsync(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a folder: renamed aside at once (a kill during the deletion leaves it whole, for :func:`recover`)."""
+    path, old = Path(path), aside(Path(path))
+    if not path.exists():
+        return
+    if old.exists():
+        shutil.rmtree(old)
+    os.rename(path, old)
+    fsync(path.parent)
+    shutil.rmtree(old)
+
+
+def recover(path: Path) -> bool:
+    """After a kill: a folder renamed aside whose place is empty gets its name back (True); an aside copy of a
+    folder that exists, and the temporaries of a killed writer, are deleted."""
+    path, old = Path(path), aside(Path(path))
+    remove_temporaries(path)
+    if not old.exists():
+        return False
+    if path.exists():
+        shutil.rmtree(old)
+        return False
+    os.rename(old, path)
+    return True
+
+
+def remove_temporaries(path: Path) -> None:
+    """Delete what a killed writer of ``path`` left: its temporary siblings ``.<name>.<random>.tmp``."""
+    for tmp in Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def current_umask() -> int:

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 from . import checkpoint, distributed
+from .faults import Fault
 from .stages import prefinetune
 from .tasks import Task, from_params, params
 
@@ -122,6 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     distributed.setup()
     try:
         prefinetune(**job)
+    except Fault as fault:  # one line (from rank 0), as workflow.logging_to gives a job of one process
+        if distributed.is_main():
+            print(f"Error: {fault}", file=sys.stderr)
+        raise SystemExit(1) from None
     finally:
         distributed.teardown()
 

@@ -30,22 +30,13 @@ import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import (DEFAULT_PLAN, DEFAULT_TRAIN, MAIN, WARNING_MINUTES, Experiment, duration_minutes,
+from .config import (DEFAULT_PLAN, DEFAULT_TRAIN, MAIN, NULL, WARNING_MINUTES, Experiment, duration_minutes,
                      finetune_steps, prefinetune_steps, reference_name)
+from .device import CAPABILITY, PEAK_TFLOPS, auto_precision
 from .io import write_text
 from .sampling import mixing_probabilities
 from .tasks import ConfigError
 
-# Dense peak TFLOP/s per GPU (vendor data sheets, without sparsity). bf16: 16-bit tensor cores (fp16 on V100,
-# which has no bf16); tf32: fp32 matmuls on TF32 tensor cores; fp32: plain fp32 (PyTorch's default: TF32 off).
-PEAK_TFLOPS = {
-    "v100": {"bf16": 125.0, "fp32": 15.7},
-    "a10": {"bf16": 125.0, "tf32": 62.5, "fp32": 31.2},
-    "a100": {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5},
-    "l40s": {"bf16": 362.0, "tf32": 183.0, "fp32": 91.6},
-    "h100": {"bf16": 989.0, "tf32": 495.0, "fp32": 67.0},  # SXM
-    "h200": {"bf16": 989.0, "tf32": 495.0, "fp32": 67.0},
-}
 # The rules slurm/config.yaml submits as job arrays (slurm-array-jobs; a test checks that the two agree). Every job
 # of one of them asks for the same runtime, what the rule's longest job needs (see add_requests and Requests).
 ARRAY_RULES = ("finetune", "finetune_baseline", "finetune_fraction", "finetune_fraction_baseline",
@@ -60,23 +51,24 @@ class TaskSize:
 
 
 def training_jobs(exp: Experiment) -> list[dict]:
-    """Every training job of the curve, the ablations and the sample-efficiency study, once each, as the plan
-    prices it: its rule, part, values (variant, k, draw; fine-tuning also target, seed, percent), tasks,
+    """Every training job of the curve, the null arm, the ablations and the sample-efficiency study, once each, as
+    the plan prices it: its rule, part, values (variant, k, draw; fine-tuning also target, seed, percent), tasks,
     settings, runtime and GPUs."""
     res = exp.config["resources"]
     pre, fine = res["prefinetune"], res["finetune"]
     jobs = []
-    for variant in exp.variants:
-        for k, draw in exp.models():
-            jobs.append({"rule": "prefinetune", "part": "curve" if variant == MAIN else "ablations", "label": f"k={k}",
+    variants = [*exp.variants, *([NULL] if exp.null_counts else [])]
+    for variant in variants:
+        for k, draw in exp.models(variant):
+            jobs.append({"rule": "prefinetune", "part": _part(variant), "label": f"k={k}",
                          "variant": variant, "k": k, "draw": draw, "tasks": exp.subset(k, draw),
                          "settings": exp.prefinetune_settings(variant), "percent": 100, "runtime": pre["runtime"],
                          "gpus": max(1, pre["gpus"]) * pre["nodes"]})
-    runs = [*exp.curve_runs(MAIN), *(r for v in exp.variants[1:] for r in exp.curve_runs(v)), *exp.efficiency_runs()]
+    runs = [*(r for v in variants for r in exp.curve_runs(v)), *exp.efficiency_runs()]
     for run in dict.fromkeys(runs):  # the k = 0 baseline and the 100 % runs of main targets are shared: once each
         study = run.percent is not None
         jobs.append({"rule": ("finetune_fraction" if study else "finetune") + ("_baseline" if run.k == 0 else ""),
-                     "part": "sample_efficiency" if study else "curve" if run.variant == MAIN else "ablations",
+                     "part": "sample_efficiency" if study else _part(run.variant),
                      "label": run.target, **asdict(run), "percent": run.percent or 100, "tasks": [run.target],
                      "settings": exp.finetune_settings(run.target), "runtime": fine["runtime"],
                      "gpus": max(1, fine["gpus"])})
@@ -88,20 +80,26 @@ def training_jobs(exp: Experiment) -> list[dict]:
     return jobs
 
 
+def _part(variant: str) -> str:
+    """The part of the bill a curve's jobs belong to: curve (the main one), null_arm or ablations."""
+    return {MAIN: "curve", NULL: NULL}.get(variant, "ablations")
+
+
 def write_bill(jobs: list[dict], pricer: "Pricer", summary_path: str, jobs_path: str) -> str:
     """Price ``jobs`` (with their ``output``), write the summary and the per-job table, return the printed bill.
     Task sizes are exact where a model's tokenized data exists, else rough from the registry; a model's
     parameters come from its folder once it exists, else from ``plan.model_params`` (see :class:`Pricer`)."""
-    rate, basis = pricer.rate(None)
+    main_jobs = [j for j in jobs if not j.get("model")]
+    rate = pricer.rate(None, main_jobs[0]["settings"] if main_jobs else None)[0]
     if rate is None:
         raise ConfigError(f"plan.model_params: needed until the model is in {pricer.model_dirs[pricer.main]} (run the "
                           "download_model rule, or give the model's parameter count)")
+    bases = dict.fromkeys(pricer.rate(j.get("model"), j["settings"])[1] for j in jobs)  # one per model and precision
     rows = pricer.estimate(jobs)
     summary = summarize(rows)
     write_text(summary_path, tsv(summary))
     write_text(jobs_path, tsv(rows))
-    main_jobs = [j for j in jobs if not j.get("model")]
-    return (bill(summary, over_runtime(rows), basis, pricer.throughput) +
+    return (bill(summary, over_runtime(rows), "; ".join(bases), pricer.throughput) +
             "\n".join(budget_lines(main_jobs, pricer.sizes(None), rate)) + "\n")
 
 
@@ -141,25 +139,29 @@ class Pricer:
         """The sizes of one model's tasks, as the mapping job_work reads."""
         return _Sizes(self, model)
 
-    def rate(self, model: str | None) -> tuple[float | None, str]:
-        """Real tokens/s per GPU on ``model`` and how it was obtained; None where its parameters are not known yet
-        (no folder, no plan.model_params)."""
-        model = model or self.main
+    def rate(self, model: str | None, settings: dict | None = None) -> tuple[float | None, str]:
+        """Real tokens/s per GPU on ``model`` for a job of ``settings`` (its precision) and how it was obtained;
+        None where the model's parameters are not known yet (no folder, no plan.model_params)."""
         if self.throughput["tokens_per_s"]:
             return tokens_per_second(self.throughput, 0)
+        params = self.parameters(model)
+        if params is None:
+            return None, "unknown until the model is downloaded (or plan.model_params is given)"
+        return tokens_per_second(self.throughput, params, settings)
+
+    def parameters(self, model: str | None) -> int | None:
+        """``model``'s parameters: counted from its folder once it exists (kept), else ``plan.model_params``."""
+        model = model or self.main
         if model not in self._params:
             folder = self.model_dirs.get(model)
-            if folder is not None and Path(folder).exists():
-                self._params[model] = model_parameters(folder)
-            elif self.throughput["model_params"]:
-                return tokens_per_second(self.throughput, self.throughput["model_params"])
-            else:
-                return None, "unknown until the model is downloaded (or plan.model_params is given)"
-        return tokens_per_second(self.throughput, self._params[model])
+            if folder is None or not Path(folder).exists():
+                return self.throughput["model_params"]
+            self._params[model] = model_parameters(folder)
+        return self._params[model]
 
     def hours(self, job: dict) -> float | None:
         """Wall hours of one job on its GPUs; None while its model's parameters are unknown."""
-        rate = self.rate(job.get("model"))[0]
+        rate = self.rate(job.get("model"), job["settings"])[0]
         if rate is None:
             return None
         return job_work(job, self.sizes(job.get("model")))[1] / rate / 3600 / max(1, job["gpus"])
@@ -169,7 +171,7 @@ class Pricer:
         rows = []
         for job in jobs:
             sizes = self.sizes(job.get("model"))
-            rows.append(row(job, *job_work(job, sizes), self.rate(job.get("model"))[0], sizes))
+            rows.append(row(job, *job_work(job, sizes), self.rate(job.get("model"), job["settings"])[0], sizes))
         return add_requests(rows, self.throughput)
 
 
@@ -227,7 +229,8 @@ class Requests:
         """What one kind of job asks for, computed again only once its model's rate or a task's size (rough, then
         exact once tokenized) has changed."""
         model = job.get("model")
-        state = (key, self.pricer.rate(model)[0], tuple(self.pricer.size(model, t).exact for t in job["tasks"]))
+        state = (key, self.pricer.rate(model, job["settings"])[0],
+                 tuple(self.pricer.size(model, t).exact for t in job["tasks"]))
         if state not in self._asked_of:
             self._asked_of[state] = asked_minutes(self.pricer.hours(job), job["runtime"], self.pricer.throughput)
         return self._asked_of[state]
@@ -280,11 +283,28 @@ def exact_size(tokenized: str | Path) -> TaskSize:
     return TaskSize(rows, tokens, True)
 
 
-def tokens_per_second(plan: dict, model_params: int) -> tuple[float, str]:
-    """Real tokens per second per GPU, and how it was obtained (for the bill's header)."""
+def priced_precision(plan: dict, settings: dict | None = None) -> str:
+    """The precision whose peak prices a job on ``plan["gpu"]``: ``plan["precision"]`` where it names one; with
+    ``auto`` (the default) the one the job really trains in there, from its own settings: ``precision: auto`` as
+    training resolves it on that GPU's compute capability (bf16 from 8.0, fp16 below: a V100 has no bf16), ``fp32``
+    on TF32 tensor cores where ``tf32`` is on and the GPU has them, bf16 and fp16 as they are."""
+    if plan["precision"] != "auto":
+        return plan["precision"]
+    s = {**DEFAULT_TRAIN, **(settings or {})}
+    gpu = plan["gpu"].lower()
+    if s["precision"] == "auto":
+        return auto_precision(CAPABILITY.get(gpu, (8, 0)))  # an unknown GPU is refused by tokens_per_second
+    if s["precision"] == "fp32" and s["tf32"] and "tf32" in PEAK_TFLOPS.get(gpu, {}):
+        return "tf32"
+    return s["precision"]
+
+
+def tokens_per_second(plan: dict, model_params: int, settings: dict | None = None) -> tuple[float, str]:
+    """Real tokens per second per GPU for a job of ``settings`` (its precision, see :func:`priced_precision`), and
+    how it was obtained (for the bill's header)."""
     if plan["tokens_per_s"]:
         return float(plan["tokens_per_s"]), f"{plan['tokens_per_s']:,.0f} tokens/s per GPU (measured, plan.tokens_per_s)"
-    gpu, precision = plan["gpu"].lower(), plan["precision"]
+    gpu, precision = plan["gpu"].lower(), priced_precision(plan, settings)
     if gpu not in PEAK_TFLOPS or precision not in PEAK_TFLOPS[gpu]:
         known = ", ".join(f"{g} ({'/'.join(p)})" for g, p in PEAK_TFLOPS.items())
         raise ValueError(f"plan.gpu/precision: no peak known for {gpu} {precision}; known: {known}; "
@@ -399,7 +419,7 @@ def summarize(rows: list[dict]) -> list[dict]:
                     "basis": basis.pop() if len(basis) == 1 else "mixed",
                     "asks": _span(r["asks_minutes"] for r in rs),
                     "asked_gpu_hours": sum(r["asks_minutes"] / 60 * r["gpus"] for r in rs)})
-    order = {"curve": 0, "reference": 1, "ablations": 2, "sample_efficiency": 3, "total": 4}
+    order = {"curve": 0, NULL: 1, "reference": 2, "ablations": 3, "sample_efficiency": 4, "total": 5}
     return sorted(out, key=lambda r: (order.get(r["part"], 9), r["rule"] == "all rules"))
 
 

@@ -328,3 +328,40 @@ def write_comparison(variants: list[str], tables: list, criticals: list, table_p
     write_table(pd.concat([pd.read_csv(p) for p in criticals], ignore_index=True), table_path)
     scaling = {v: t[~t["failed"]] for v, t in ((v, read_scaling(p)) for v, p in zip(variants, tables))}
     plot_comparison(scaling, pdf_path, png_path, title, n_boot, level)
+
+
+def null_figure(paired: list[tuple[str, str, pd.DataFrame]], content: pd.DataFrame, title: str):
+    """Per target and for the standardised mean (``content.paired_runs``): the main curve and the null arm at the
+    null arm's task counts (top row: mean over draws and seeds, ± std band; the shared k = 0 baseline dashed), and
+    content transfer, main - null, with its interval at each k (bottom row: ``content.content_table``)."""
+    with plt.rc_context({"font.size": 10, "axes.titlesize": 11}):
+        fig, axes = _figure(len(paired), nrows_per_panel=2)
+        tops, bottoms = axes[0::2].ravel(), axes[1::2].ravel()
+        for top, bottom, (target, metric, runs) in zip(tops, bottoms, paired):
+            for arm, colour, label in (("main", "C0", "main curve"), ("null", "C1", "null arm (labels destroyed)")):
+                stats = runs.groupby("k")[arm].agg(["mean", "std"]).fillna(0.0)
+                top.plot(stats.index, stats["mean"], "-o", color=colour, markersize=4, label=f"{label}, mean ± std")
+                top.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=colour,
+                                 alpha=0.15)
+            baseline = runs.loc[runs["k"] == 0, "main"]
+            if len(baseline):
+                top.axhline(baseline.mean(), color="grey", linestyle="--", linewidth=1, label=BASELINE_LABEL)
+            top.set_title(MEAN_PANEL if target == "mean" else target)
+            top.set_ylabel(MEAN_YLABEL if target == "mean" else metric)
+            d = content[content["target"] == target]
+            bottom.errorbar(d["k"], d["content"], yerr=[d["content"] - d["content_lo"], d["content_hi"] - d["content"]],
+                            fmt="o", color="C2", capsize=3, markersize=4, label="content transfer, interval over draws")
+            bottom.axhline(0, color="grey", linestyle="--", linewidth=1)
+            bottom.set_ylabel("main - null" + (f" ({d['level'].iloc[0]:.0%} interval)" if len(d) else ""))
+            for ax in (top, bottom):
+                ax.set_xlabel("number of pre-finetuning tasks k")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.grid(alpha=0.3)
+        _hide_unused(tops, len(paired))
+        _hide_unused(bottoms, len(paired))
+        _finish(fig, axes, title)
+    return fig
+
+
+def plot_null(paired, content: pd.DataFrame, pdf_path, png_path, title: str) -> None:
+    _save(null_figure(paired, content, title), pdf_path, png_path)

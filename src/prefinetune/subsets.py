@@ -26,6 +26,12 @@ def task_order(pool: list[str], targets: list[str], protocol: str, seed: int, dr
     return list(targets) + shuffled if protocol == "targets_in_pool" else shuffled
 
 
+def draw_seed(seed: int, draw: int) -> int:
+    """The pre-finetuning seed (sampler, heads, dropout) of every model of one draw, from the config's ``seed`` and
+    the draw: independent draws, and one seed per draw at every k (common random numbers across k)."""
+    return int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
+
+
 def subset(order: list[str], k: int) -> list[str]:
     """The first ``k`` tasks of a draw's order."""
     if k > len(order):

@@ -140,18 +140,38 @@ _Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_
 
 
 def validate_with_schema(data, schema_name: str, where) -> None:
-    schema = yaml.safe_load((SCHEMA_DIR / schema_name).read_text())
+    schema = yaml.load((SCHEMA_DIR / schema_name).read_text(), Loader=UniqueKeyLoader)
     validator = _Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         raise ConfigError(schema_error_message(errors[0], where))
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML would keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden: not a duplicate
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in lines:
+                    raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice (first on line "
+                                                            f"{lines[key] + 1})", key_node.start_mark)
+                lines[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: the constructor below says what is wrong
+                continue
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path):
-    """A user-edited YAML file; a syntax error stops with one line naming the file, line and column."""
+    """A user-edited YAML file; a syntax error or a key given twice stops with one line naming the file, line and
+    column."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         problem = " ".join(str(error.problem or error.context or "invalid YAML").split())

@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, distributed
 from .batching import Prefetcher, collate, group_by_length, task_arrays, to_device
+from .device import auto_precision
 from .families import family
+from .faults import Fault
 from .heads import MultiTaskModel
 from .io import atomic_path, write_json
 from .monitor import DEFAULT_REPORT_TO, Monitor
@@ -40,10 +42,11 @@ def pick_device() -> torch.device:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """``auto``: bf16 on a GPU that has it, else fp32 (the CPU, older GPUs); other values as they are."""
+    """``auto``: bf16 on a GPU of compute capability 8.0 and above, fp16 with a loss scaler below it, fp32 on the
+    CPU (``device.auto_precision``); other values as they are."""
     if requested != "auto":
         return requested
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return auto_precision(torch.cuda.get_device_capability(device) if device.type == "cuda" else None)
 
 
 def autocast(precision: str, device: torch.device):
@@ -103,6 +106,11 @@ class TaskLosses:
             self.loss.index_add_(0, torch.tensor(rows, device=self.loss.device), sums)
             self.count[rows] += [n for _, n in task_losses.values()]
 
+    def clear(self) -> None:
+        """Start the window again, without reading it (an update redone after running out of memory)."""
+        self.loss.zero_()
+        self.count[:] = 0
+
     def take(self) -> tuple[list[float], list[float]]:
         """The window's sums and counts, in ``names`` order; the window starts again."""
         sums, counts = self.loss.tolist(), self.count.tolist()
@@ -157,7 +165,7 @@ def log_columns(validates: bool) -> list[str]:
 
 def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id: int, log_path: str | Path,
           desc: str = "train", checkpoint_dir: str | Path | None = None, live_dir: str | Path | None = None,
-          inputs: dict | None = None, validation: dict | None = None) -> dict:
+          inputs: dict | None = None, validation: dict | None = None, finish=None):
     """Run ``steps`` optimizer updates (fewer when the convergence budget stops early); writes the TSV loss log
     atomically to ``log_path`` and returns a summary.
 
@@ -169,6 +177,14 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
     as training runs (``monitor.py``). ``validation`` (task -> tokenized validation slice): with
     ``budget: convergence`` the multi-task validation loss is computed every ``eval_every`` updates, training
     stops after ``patience`` evaluations without a new best, and the best weights are kept.
+
+    ``finish(summary)``: what the job then does with the model (evaluate it, save it); train returns what it
+    returns. It runs while a stop signal still saves a checkpoint, then one marked finished, after the last
+    update, from which a retry goes straight to ``finish``. Faults (docs/reliability.md): a non-finite loss, or
+    gradient norm (but under fp16, whose gradient scaler skips such a step), stops the run with one line (a
+    :class:`Fault`), which its retries repeat at once; running out of memory redoes the update with each
+    micro-batch cut in half (``micro_batch_halvings`` in the summary); a checkpoint that cannot be written is
+    skipped with a warning.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -204,13 +220,21 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
     # resume: the checkpoint of this very run (same settings and inputs), if an earlier attempt left one
     done, elapsed, rows, running = 0, 0.0, None, []
     early = {"best": math.inf, "best_step": 0, "waited": 0, "weights": None}
+    cut = {"halvings": 0}  # after running out of memory: each micro-batch is cut in half this many times
     stamp = checkpoint.fingerprint({**settings, "precision": precision}, steps, sampler.sizes, world, inputs)
-    saved = checkpoint.load(checkpoint_dir, stamp) if checkpoint_dir is not None else None
-    if saved is not None:
+    saved = checkpoint.resume(checkpoint_dir, stamp, model) if checkpoint_dir is not None else None
+    finished = saved.get("finished") if saved is not None else None  # saved after the last update
+    if finished is not None:
+        model.load_state_dict(saved["model"])
+        done, rows = saved["step"], saved["log_rows"]
+        if distributed.is_main():
+            print(f"resuming from {checkpoint_dir} after the last update ({done} of {steps})", file=sys.stderr)
+    elif saved is not None:
         checkpoint.restore(saved, rank, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
                            scaler=scaler)
         done, elapsed, rows, running, early = (saved["step"], saved["seconds"], saved["log_rows"], saved["running"],
                                                saved["early"])
+        cut["halvings"] = saved.get("micro_batch_halvings", 0)
         if distributed.is_main():
             print(f"resuming from {checkpoint_dir} after update {done} of {steps}", file=sys.stderr)
     monitor = Monitor(live_dir if distributed.is_main() else None, log_columns(converge), rows, done + 1,
@@ -219,38 +243,99 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
     def prepare(step: int):
         """The update's micro-batches as drawn, and this rank's collated shard of each (grouped by length)."""
         batches = sampler.update(step, accum)
-        micros = group_by_length(batches, arrays) if regroup else batches
-        return batches, [collate(arrays, distributed.shard(m, rank, world), pad_id) for m in micros]
+        return batches, shards_of(batches)
 
-    def save_checkpoint(step: int, sampler_state: dict) -> None:
-        rngs = distributed.gather(checkpoint.rng_state())  # every rank takes part, rank 0 writes
+    def shards_of(batches: list) -> list[dict]:
+        """This rank's collated shard of each micro-batch of an update, each cut in half ``cut`` times."""
+        micros = group_by_length(batches, arrays) if regroup else batches
+        for _ in range(cut["halvings"]):
+            micros = [half for m in micros for half in (m[:len(m) // 2], m[len(m) // 2:])]
+        return [collate(arrays, distributed.shard(m, rank, world), pad_id) for m in micros]
+
+    def halve(step: int, batches: list) -> list[dict]:
+        """Out of memory on some rank: the update's gradients are dropped, and its shards cut once more."""
+        optimizer.zero_grad(set_to_none=True)
+        task_losses.clear()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        size = min(map(len, batches)) >> (cut["halvings"] + 1)
+        if size < world:
+            raise Fault(f"{desc}: out of memory at update {step} of {steps} with micro-batches of "
+                        f"{size * 2} example(s), which cannot be cut further: give the job more GPU memory")
+        cut["halvings"] += 1
         if distributed.is_main():
+            print(f"\nout of memory at update {step} of {steps}: micro-batches cut in half, to {size} examples; "
+                  f"{accum << cut['halvings']} per update, the same examples (micro_batch_halvings "
+                  f"{cut['halvings']})", file=sys.stderr)
+        return shards_of(batches)
+
+    def save_checkpoint(step: int, sampler_state: dict) -> bool:
+        """Every rank takes part, rank 0 writes; False where writing failed (a full disk, a file-size limit):
+        the previous checkpoint stays, and training goes on."""
+        rngs = distributed.gather(checkpoint.rng_state())
+        if not distributed.is_main():
+            return True
+        try:
             checkpoint.save(checkpoint_dir, stamp, rngs, step=step, seconds=time.time() - start, log_rows=monitor.rows,
                             running=running, early=early, model=model, optimizer=optimizer, scheduler=scheduler,
-                            sampler=sampler_state, scaler=scaler)
+                            sampler=sampler_state, scaler=scaler, micro_batch_halvings=cut["halvings"])
+            return True
+        except OSError as error:
+            print(f"\nwarning: no checkpoint after update {step}: writing {checkpoint_dir}/{checkpoint.STATE} failed "
+                  f"({error}); the previous one is kept, training goes on", file=sys.stderr)
+            return False
+
+    def stop_on(loss: float, norm: float, step: int, tasks: set, last: tuple | None):
+        """A non-finite loss or gradient norm: one line, left for the run's retries too; no model is written."""
+        what = f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({norm})"
+        before = f"{last[1]:.6g} at update {last[0]}" if last else "none in this attempt"
+        message = (f"{desc}: non-finite {what} at update {step} of {steps}, tasks in the update: "
+                   f"{', '.join(sorted(tasks))}; last finite loss: {before}; stopped, no model or metrics written")
+        if checkpoint_dir is not None and distributed.is_main():
+            checkpoint.record_failure(checkpoint_dir, stamp, message)
+        monitor.close()
+        raise Fault(message)
 
     start = time.time() - elapsed
     window = {"start": time.time(), "tokens": 0, "grad_norm": torch.zeros((), device=device), "updates": 0}
     task_losses = TaskLosses(list(model.tasks), device)
-    step, stopped_early = done, False
-    bar = tqdm(range(done + 1, steps + 1), initial=done, total=steps, desc=desc, file=sys.stderr, mininterval=5,
+    step, stopped_early, stop_votes, last_finite = done, False, 0, None
+    last = done if finished is not None else steps
+    bar = tqdm(range(done + 1, last + 1), initial=done, total=steps, desc=desc, file=sys.stderr, mininterval=5,
                disable=rank > 0)
-    prefetch = Prefetcher(prepare, sampler, done + 1, steps, pin_memory=device.type == "cuda")
+    prefetch = Prefetcher(prepare, sampler, done + 1, last, pin_memory=device.type == "cuda")
     with checkpoint.StopSignals() if checkpoint_dir is not None else contextlib.nullcontext() as stop, prefetch:
         for step in bar:
             # forward and backward over this rank's shards of the update (all ranks draw the same update)
             _, batches, shards, sampler_state = prefetch.get()
+            if len(shards) != accum << cut["halvings"]:  # prepared before a halving
+                shards = shards_of(batches)
             tasks_seen = {t for batch in batches for t, _ in batch}
             examples = sum(map(len, batches))  # of the whole update, over all ranks
             window["tokens"] += sum(int(shard["attention_mask"].sum()) for shard in shards)
-            update_loss = backward_update(model, shards, examples, device, precision, scaler, task_losses)
-            # sum the gradients over the ranks, clip them, and step
-            distributed.sum_gradients(model.parameters())
-            stop_asked = float(stop is not None and stop.received is not None)
-            update_loss, stop_votes = distributed.sum_values([update_loss.item(), stop_asked], device)
-            running.append(update_loss)
+            # ... and the gradients summed over the ranks; out of memory on a rank: the update again, cut finer
+            while True:
+                try:
+                    update_loss, failed = backward_update(model, shards, examples, device, precision, scaler,
+                                                          task_losses), False
+                except torch.OutOfMemoryError:
+                    failed = True
+                if not distributed.sum_gradients(model.parameters(), failed=failed):
+                    break
+                shards = halve(step, batches)
+            # clip the gradients; one host sync reads the loss and the gradient norm, which must be finite (under
+            # fp16 an infinite gradient is the gradient scaler's: it skips that step and lowers its scale)
             scaler.unscale_(optimizer)  # no-op unless fp16
-            window["grad_norm"] += torch.nn.utils.clip_grad_norm_(model.parameters(), settings["max_grad_norm"])
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings["max_grad_norm"])
+            update_loss, norm = torch.stack([update_loss, grad_norm.float()]).tolist()
+            stop_asked = float(stop is not None and stop.received is not None)
+            update_loss, stop_votes = distributed.sum_values([update_loss, stop_asked], device)
+            if not math.isfinite(update_loss) or not (math.isfinite(norm) or scaler.is_enabled()):
+                stop_on(update_loss, norm, step, tasks_seen, last_finite)
+            last_finite = (step, update_loss)
+            running.append(update_loss)
+            # step
+            window["grad_norm"] += grad_norm
             window["updates"] += 1
             scaler.step(optimizer)
             scaler.update()
@@ -283,27 +368,47 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
                 break
             # checkpoint: every `checkpoint_every` updates, and at once on a stop signal
             if checkpoint_dir is not None and step < steps and (stop_votes or step % settings["checkpoint_every"] == 0):
-                save_checkpoint(step, sampler_state)
-                if stop_votes:
-                    if distributed.is_main():
+                saved_now = save_checkpoint(step, sampler_state)
+                if stop_votes:  # every rank waits for rank 0's checkpoint, then all exit together
+                    distributed.barrier()
+                    if distributed.is_main() and saved_now:
                         print(f"\nstop signal ({stop.received or 'on another rank'}): saved a checkpoint after update "
                               f"{step} of {steps} to {checkpoint_dir}; rerun to resume", file=sys.stderr)
                     monitor.close()
                     raise SystemExit(checkpoint.EXIT_INTERRUPTED)
-    monitor.close()
-    summary = {}
-    if converge:  # the model that is saved is the best one seen
-        model.load_state_dict(early["weights"])
-        summary = {"budget": "convergence", "stopped_after": step, "stopped_early": stopped_early,
-                   "best_step": early["best_step"], "best_validation_loss": round(early["best"], 6)}
-    if distributed.is_main():
-        with atomic_path(log_path) as tmp:
-            tmp.write_text("\n".join(monitor.rows) + "\n")
-    # the last step is always logged, so mean_loss is the final logged loss
-    return {"steps": step, "final_loss": round(mean_loss, 6), "seconds": round(time.time() - start, 1),
-            "processes": world, "hosts": sorted(set(distributed.gather(socket.gethostname()))), "resumed_after": done,
-            "device": device.type, "precision": precision, "attention": attention_of(model),
-            "compiled": settings["compile"], **summary}
+        monitor.close()
+        if finished is not None:  # resumed after the last update: the summary as it was then
+            summary = {**finished, "resumed_after": done}
+        else:
+            summary = {}
+            if converge:  # the model that is saved is the best one seen
+                model.load_state_dict(early["weights"])
+                summary = {"budget": "convergence", "stopped_after": step, "stopped_early": stopped_early,
+                           "best_step": early["best_step"], "best_validation_loss": round(early["best"], 6)}
+            # the last step is always logged, so mean_loss is the final logged loss
+            summary = {"steps": step, "final_loss": round(mean_loss, 6), "seconds": round(time.time() - start, 1),
+                       "processes": world, "hosts": sorted(set(distributed.gather(socket.gethostname()))),
+                       "resumed_after": done, "device": device.type, "precision": precision,
+                       "attention": attention_of(model), "compiled": settings["compile"],
+                       "micro_batch_halvings": cut["halvings"], **summary}
+        if distributed.is_main():
+            with atomic_path(log_path) as tmp:
+                tmp.write_text("\n".join(monitor.rows) + "\n")
+        if finish is None:
+            return summary
+        # evaluate, save: a stop from here on saves the final state (finished), then the job exits
+        try:
+            with stop.urgent() if stop is not None else contextlib.nullcontext():
+                if stop_votes:  # asked for during the last update, on this rank or another
+                    raise checkpoint.Interrupted(stop.received or "on another rank")
+                return finish(summary)
+        except checkpoint.Interrupted as signal_name:
+            if distributed.is_main():  # no collective: the other ranks may be past this point
+                checkpoint.save(checkpoint_dir, stamp, [], step=step, log_rows=monitor.rows, model=model,
+                                finished=summary)
+                print(f"\nstop signal ({signal_name}) after the last update: saved the final state to "
+                      f"{checkpoint_dir}; rerun to finish without training", file=sys.stderr)
+            raise SystemExit(checkpoint.EXIT_INTERRUPTED) from None
 
 
 def live_scalars(model: MultiTaskModel, task_losses: TaskLosses, window: dict, world: int, device: torch.device,

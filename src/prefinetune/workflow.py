@@ -1,21 +1,92 @@
-"""Small glue used by ``workflow_scripts/``: a job's log, its checkpoint folder and its live folder."""
+"""Small glue used by ``workflow_scripts/``: a job's log, its checkpoint folder (and who holds it, so that the
+checkpoints of jobs that are not running can be removed) and its live folder."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 
+from .config import checkpoint_root
+from .faults import Fault
+from .io import write_json
 from .tasks import ConfigError
 
 
-def checkpoint_dir(output: str) -> str:
-    """checkpoints/<the output's folder>: outside the outputs, which Snakemake deletes when a job fails."""
-    return str(Path("checkpoints") / Path(output).parent)
+def checkpoint_dir(output: str, config: dict) -> str:
+    """<the config's checkpoint folder>/<the output's folder> (by default checkpoints/<the output's folder>): outside
+    the outputs, which Snakemake deletes when a job fails."""
+    return str(Path(checkpoint_root(config)) / Path(output).parent)
+
+
+OWNER = "owner.json"  # in a checkpoint folder while its job runs: the host, process and Slurm job holding it
+
+
+@contextlib.contextmanager
+def holding(folder: str | Path):
+    """Mark ``folder`` (a training job's checkpoint folder) as this job's while the block runs, so that
+    :func:`clean_checkpoints` keeps it; the folder goes when the block ends if nothing else is left in it."""
+    path = Path(folder) / OWNER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job": os.environ.get("SLURM_JOB_ID"),
+                      "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: a checkpoint to resume from
+            path.parent.rmdir()
+
+
+def running(owner: dict) -> bool | None:
+    """Whether the job that wrote ``owner`` (see :func:`holding`) is still running or queued: a Slurm job that squeue
+    lists (pending, running or requeued), else a live process on this host; None where this cannot be told (another
+    host without Slurm, or no squeue here)."""
+    if owner.get("slurm_job"):
+        try:
+            listed = subprocess.run(["squeue", "--noheader", "--format=%T", f"--jobs={owner['slurm_job']}"],
+                                    capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if listed.returncode == 0:
+            return bool(listed.stdout.strip())
+        return False if "Invalid job id" in listed.stderr else None
+    if owner.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process of that id: alive
+        return True
+    return True
+
+
+def clean_checkpoints(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Remove every checkpoint folder under ``root`` whose job is not running (failed for good, stopped, or killed);
+    returns the folders removed and those kept, each with why. A folder without an owner (a job killed before
+    this was recorded, or one of an older version) is not running."""
+    removed, kept = [], []
+    for folder in sorted({p.parent for name in ("state.pt", OWNER) for p in Path(root).rglob(name)}):
+        try:
+            owner = json.loads((folder / OWNER).read_text())
+        except (OSError, ValueError):
+            owner = {}
+        alive = running(owner) if owner else False
+        if alive is False:
+            shutil.rmtree(folder)
+            removed.append(folder)
+        else:
+            where = f"Slurm job {owner['slurm_job']}" if owner.get("slurm_job") else f"process {owner['pid']} on {owner['host']}"
+            kept.append((folder, f"{where} {'is running' if alive else 'cannot be checked from here'}"))
+    return removed, kept
 
 
 def live_dir(output: str) -> str:
@@ -53,8 +124,8 @@ def logging_to(path: str, history: str | Path | None = None):
     Snakemake empties a job's log before each attempt; with ``history`` (a training job's
     ``logs/<output folder>/attempts.log``) every line also goes there, appended after a header line per attempt,
     so that a retried or requeued job keeps the logs of the attempts before it. A mistake in the user's files
-    (:class:`ConfigError`) ends the job with its one line, in the log and on Snakemake's console, instead of a
-    traceback."""
+    (:class:`ConfigError`) or a fault no retry can heal (:class:`Fault`: a NaN, say) ends the job with its one
+    line, in the log and on Snakemake's console, instead of a traceback."""
     with contextlib.ExitStack() as files:
         log = files.enter_context(open(path, "w", buffering=1))
         if history is not None:
@@ -68,7 +139,7 @@ def logging_to(path: str, history: str | Path | None = None):
                 yield log
             except SystemExit:  # a deliberate exit (e.g. 143 after saving a checkpoint) has said why already
                 raise
-            except ConfigError as error:
+            except (ConfigError, Fault) as error:
                 print(f"Error: {error}", file=log)
                 raise SystemExit(f"Error: {error}") from None
             except BaseException:

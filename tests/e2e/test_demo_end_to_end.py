@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from prefinetune.analysis import COLUMNS
 from prefinetune.breakpoint import COLUMNS as CRITICAL_COLUMNS
 from prefinetune.data import load_tokenized
+from prefinetune.disk import folder_bytes
 from workflow_helpers import REPO, job_counts, load_config, snakemake, stop_at_first_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -73,12 +76,11 @@ def test_critical_point_transfer_and_loss_curves_are_in_the_report(demo):
     critical = pd.read_csv(results / "critical_point.csv")
     assert list(critical.columns) == CRITICAL_COLUMNS
     assert critical.target.tolist() == [*sorted(config["targets"]), "mean"]
-    assert (critical.n_k == 5).all() and (critical.n_draws == 2).all() and (critical.n_runs == 18).all()
-    # 2 draws are too few for the bootstrap: no breakpoint, no number for it; the single line's slope only
-    assert (critical.status == "not identified").all()
-    assert critical.reason.str.startswith("too few draws (2; the bootstrap needs at least 3)").all()
-    assert critical[["k_c", "k_c_lo", "slope_before", "slope_after", "break_even", "p_breakpoint"]].isna().all().all()
-    assert critical.slope_line.notna().all()
+    assert (critical.n_k == 5).all() and (critical.n_draws == 3).all() and (critical.n_runs == 13).all()
+    # 3 draws: the analysis answers: a bootstrap test of a breakpoint and intervals in every row
+    assert not critical.reason.fillna("").str.contains("too few").any()
+    assert critical[["p_breakpoint", "slope_line_lo", "slope_line_hi"]].notna().all().all()
+    assert (critical.slope_line_lo < critical.slope_line_hi).all()
 
     transfer = pd.read_csv(results / "transfer.csv")
     assert set(transfer.target) == {*config["targets"], "mean"}
@@ -86,7 +88,8 @@ def test_critical_point_transfer_and_loss_curves_are_in_the_report(demo):
     targets = transfer[transfer.task.isin(config["targets"])]  # the paper's protocol: in every subset
     assert (~targets.identified).all() and targets.reason.str.startswith("in every subset").all()
     assert transfer.loc[~transfer.identified, "effect"].isna().all()
-    assert (~transfer.identified).all()  # 2 draws: one draw against the other identifies no task (too few draws)
+    identified = transfer[transfer.identified]  # 3 draws identify the tasks that some draws hold at some k
+    assert len(identified) and identified[["effect", "effect_lo", "effect_hi"]].notna().all().all()
 
     for name in ("transfer", "prefinetune_loss"):
         assert (results / f"{name}.pdf").read_bytes().startswith(b"%PDF")
@@ -97,8 +100,38 @@ def test_critical_point_transfer_and_loss_curves_are_in_the_report(demo):
     for entry, caption in (("critical_point.csv", "The critical point of each target"),
                            ("transfer.png", "Per-task transfer: for each pool task"),
                            ("prefinetune_loss.png", "Pre-finetuning loss against the update"),
-                           ("scaling_curve.png", "Where the critical")):
+                           ("scaling_curve.png", "Where the critical"),
+                           ("null_arm.png", "The main curve and the null arm"),
+                           ("content_transfer.csv", "What the pre-finetuning tasks' labels teach")):
         assert entry in report and caption in report, entry
+
+
+def test_the_null_arm_shows_what_the_labels_teach(demo):
+    """The null arm at the largest k: the same subsets and seeds with shuffled labels, fine-tuned like the curve.
+    The pair target's own labels are in every subset (targets_in_pool): without them it loses what it gained."""
+    config = load_config()
+    largest = max(config["task_counts"])
+    null = pd.read_csv(demo / "results/null/scaling.csv")
+    assert set(null.variant) == {"null_arm"} and sorted(null.k.unique()) == [0, largest]
+    main = pd.read_csv(demo / "results/scaling.csv")
+    pd.testing.assert_frame_equal(null[null.k == 0].drop(columns="variant").reset_index(drop=True),
+                                  main[main.k == 0].drop(columns="variant").reset_index(drop=True))  # k = 0 shared
+    for draw in (1, 2):  # the same subset and seed as the main model, labels shuffled
+        runs = [json.loads((demo / f"{root}/prefinetune/k{largest}/draw{draw}/model/prefinetune.json").read_text())
+                for root in ("results", "results/null")]
+        assert runs[0]["tasks"] == runs[1]["tasks"] and runs[1]["settings"]["labels"] == "shuffled"
+        assert {**runs[0]["settings"], "labels": "shuffled"} == runs[1]["settings"]
+    seeds = {json.loads((demo / f"results/prefinetune/k{k}/draw{d}/model/prefinetune.json").read_text())["settings"]["seed"]
+             for k in (3, 24) for d in (1, 2)}
+    assert len(seeds) == 2  # one seed per draw, the same at every k
+    content = pd.read_csv(demo / "results/null/content_transfer.csv").set_index("target")
+    assert list(content.k.unique()) == [largest] and (content.n_draws == config["draws"]).all()
+    pair = content.loc["syn_target_pair"]
+    assert pair.content_lo > 0, pair.to_dict()
+    by_curve = pd.read_csv(demo / "results/null/critical_point_by_curve.csv")
+    assert list(by_curve.columns) == ["curve", *CRITICAL_COLUMNS]
+    assert by_curve.curve.value_counts().to_dict() == {"main": 3, "null_arm": 3, "content": 3}
+    assert (demo / "results/null/null_arm.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_subsets_are_nested_and_recorded(demo):
@@ -143,25 +176,28 @@ def _with_config(workdir, change):
     return path
 
 
-# what a new fine-tuning or pre-finetuning run redoes downstream, once each
+# what a new fine-tuning or pre-finetuning run redoes downstream, once each; and the null arm's comparison, which
+# reads the main curve's table (NULL_JOBS), and its own table too where its runs change (WITH_NULL)
 CURVE_JOBS = {"aggregate": 1, "analyse": 1, "plot": 1, "plot_transfer": 1, "plot_losses": 1, "all": 1}
+NULL_JOBS = {"analyse_null": 1, "plot_null": 1}
+WITH_NULL = {**CURVE_JOBS, **NULL_JOBS, "aggregate": 2}
 
 
 def test_adding_a_task_count_schedules_only_the_new_jobs(demo):
     changed = _with_config(demo, lambda c: c["task_counts"].append(4))
     counts = job_counts(dry_run(demo, "--configfile", str(changed)))
-    assert counts == {"prefinetune": 2, "finetune": 8, **CURVE_JOBS}
+    assert counts == {"prefinetune": 3, "finetune": 6, **CURVE_JOBS, **NULL_JOBS}  # the null arm reads the main table
 
 
 def test_changing_a_hyperparameter_redoes_exactly_what_it_affects(demo):
     changed = _with_config(demo, lambda c: c["prefinetune"].__setitem__("lr", 1.0e-4))
     counts = job_counts(dry_run(demo, "--configfile", str(changed)))
-    assert counts == {"prefinetune": 8, "finetune": 32, **CURVE_JOBS}
+    assert counts == {"prefinetune": 12 + 3, "finetune": 24 + 6, **WITH_NULL}  # both arms: the null arm's are the main settings
 
     changed = _with_config(demo, lambda c: c["finetune"].__setitem__("epochs", 2))
     counts = job_counts(dry_run(demo, "--configfile", str(changed)))
-    downstream = {job: n for job, n in CURVE_JOBS.items() if job != "plot_losses"}  # the pre-finetuning logs stay
-    assert counts == {"finetune": 32, "finetune_baseline": 4, **downstream}
+    downstream = {job: n for job, n in WITH_NULL.items() if job != "plot_losses"}  # the pre-finetuning logs stay
+    assert counts == {"finetune": 24 + 6, "finetune_baseline": 2, **downstream}
 
 
 def _set(path, value):
@@ -185,6 +221,7 @@ def test_settings_that_do_not_change_a_result_rerun_nothing(demo):
         "sample_efficiency.seed": 5,  # orders the shares of the study, not the main curve's whole splits
         "plan.mfu": 0.5, "resources.finetune.runtime": "20m",
         "plan.runtime_safety": 3.0, "plan.runtime_floor": "30m",  # what the jobs ask Slurm for
+        "allow_cpu": False,  # whether a job that sees no GPU may train on the CPU
     }
     for path, value in changes.items():
         out = dry_run(demo, "--configfile", str(_with_config(demo, _set(path, value))))
@@ -232,8 +269,8 @@ def test_a_reference_model_is_fine_tuned_like_k0_beside_the_curve(demo, tmp_path
     mine.write_text(yaml.safe_dump({"reference_models": [{"name": "standin", "path": str(standin)}]}))
 
     out = dry_run(work, "--configfile", str(mine))
-    downstream = {job: n for job, n in CURVE_JOBS.items() if job != "plot_losses"}
-    assert job_counts(out) == {"download_reference": 1, "tokenize_reference": 2, "finetune_reference": 4, **downstream}
+    downstream = {job: n for job, n in {**CURVE_JOBS, **NULL_JOBS}.items() if job != "plot_losses"}
+    assert job_counts(out) == {"download_reference": 1, "tokenize_reference": 2, "finetune_reference": 2, **downstream}
     for block in out.split("\nrule ")[1:]:  # every output of a reference job names the model
         if block.startswith(("download_reference", "tokenize_reference", "finetune_reference")):
             outputs = block.split("output: ", 1)[1].split("\n", 1)[0].split(", ")
@@ -246,7 +283,7 @@ def test_a_reference_model_is_fine_tuned_like_k0_beside_the_curve(demo, tmp_path
     curve, references = split_references(table)
     original = pd.read_csv(before / "scaling.csv")
     pd.testing.assert_frame_equal(curve.reset_index(drop=True), original)  # the curve's rows as they were
-    assert len(references) == 4 and set(references.variant) == {"reference:standin"} and references.k.isna().all()
+    assert len(references) == 2 and set(references.variant) == {"reference:standin"} and references.k.isna().all()
     k0 = original[original.k == 0]
     assert sorted(zip(references.target, references.seed)) == sorted(zip(k0.target, k0.seed))
     assert (references.draw == 0).all() and references.value.between(0, 1).all()
@@ -275,10 +312,10 @@ def test_a_reference_model_is_fine_tuned_like_k0_beside_the_curve(demo, tmp_path
 
 
 def test_each_result_changing_setting_reruns_exactly_the_jobs_it_affects(demo):
-    curve = {job: n for job, n in CURVE_JOBS.items() if job != "plot_losses"}  # the loss curves: pre-finetuning's
-    one_target = {"finetune": 16, "finetune_baseline": 2, **curve}  # the runs of one of the two targets
-    every_run = {"finetune": 32, "finetune_baseline": 4, **curve}
-    every_model = {"prefinetune": 8, "finetune": 32, **CURVE_JOBS}  # the baseline does not depend on pre-finetuning
+    curve = {job: n for job, n in WITH_NULL.items() if job != "plot_losses"}  # the loss curves: pre-finetuning's
+    one_target = {"finetune": 12 + 3, "finetune_baseline": 1, **curve}  # the runs of one of the two targets, both arms
+    every_run = {"finetune": 24 + 6, "finetune_baseline": 2, **curve}
+    every_model = {"prefinetune": 12 + 3, "finetune": 24 + 6, **WITH_NULL}  # the baseline does not depend on them
     cases = {
         "finetune_overrides.syn_target_span.epochs": (2, one_target),
         "finetune_overrides.syn_target_span.max_steps": (10, one_target),
@@ -294,8 +331,9 @@ def test_each_result_changing_setting_reruns_exactly_the_jobs_it_affects(demo):
         assert job_counts(out) == expected, path
         if expected == one_target:  # and they are that target's runs
             target = path.split(".")[1] if path.startswith("finetune_overrides") else "syn_target_span"
-            runs = [line for line in out.splitlines() if line.strip().startswith("output: results/finetune/")]
-            assert len(runs) == 18 and all(f"/{target}/" in line for line in runs), path
+            runs = [line for line in out.splitlines() if line.strip().startswith(("output: results/finetune/",
+                                                                                   "output: results/null/finetune/"))]
+            assert len(runs) == 12 + 1 + 3 and all(f"/{target}/" in line for line in runs), path
     # an override equal to the default changes nothing
     same = _set("finetune_overrides.syn_target_span.epochs", load_config()["finetune"]["epochs"])
     assert "Nothing to be done" in dry_run(demo, "--configfile", str(_with_config(demo, same)))
@@ -324,7 +362,7 @@ def _digest(path):
 
 def test_rerunning_jobs_reproduces_weights_and_metrics(demo):
     model = demo / "results/prefinetune/k12/draw1/model/model.safetensors"
-    metrics = demo / "results/finetune/k12/draw1/syn_target_span/seed2/metrics.json"
+    metrics = demo / "results/finetune/k12/draw1/syn_target_span/seed1/metrics.json"
     before_model, before_metrics = _digest(model), json.loads(metrics.read_text())
     result = snakemake(demo, "--cores", "2", "--forcerun", "prefinetune", "finetune", "--",
                        str(metrics.relative_to(demo)))
@@ -335,7 +373,7 @@ def test_rerunning_jobs_reproduces_weights_and_metrics(demo):
 
 
 def test_sample_efficiency_on_nested_fractions_of_a_held_out_target(demo):
-    """The study on a smaller grid (2 percents, 1 seed), from the original model and all 8 pre-finetuned ones;
+    """The study on a smaller grid (2 percents, 1 seed), from the original model and all 12 pre-finetuned ones;
     its target is the embedded default's multiple-choice task, held out of the pool."""
     changed = _with_config(demo, lambda c: (c["sample_efficiency"].__setitem__("percents", [50, 100]),
                                             c.__setitem__("finetune_seeds", 1)))
@@ -345,7 +383,7 @@ def test_sample_efficiency_on_nested_fractions_of_a_held_out_target(demo):
     out = demo / "results/sample_efficiency"
     assert (out / "sample_efficiency.pdf").read_bytes().startswith(b"%PDF")
     table = pd.read_csv(out / "sample_efficiency.csv")
-    assert len(table) == 2 * (1 + 8) and sorted(table.percent.unique()) == [50, 100]
+    assert len(table) == 2 * (1 + 12) and sorted(table.percent.unique()) == [50, 100]
     assert set(table.target) == {"syn_target_mc"} and not set(table.target) & set(load_config()["pool"])
     assert set(table.family) == {"multiple_choice"} and (table.value == table.accuracy).all()
     runs = {p: json.loads((out / f"k0/syn_target_mc/pct{p}/seed1/metrics.json").read_text()) for p in (50, 100)}
@@ -354,13 +392,13 @@ def test_sample_efficiency_on_nested_fractions_of_a_held_out_target(demo):
 
 
 def test_sample_efficiency_seed_reruns_only_the_shares(demo):
-    """After the study above: a new sample_efficiency.seed reorders the 50 % shares (9 runs); the 100 % runs,
+    """After the study above: a new sample_efficiency.seed reorders the 50 % shares (13 runs); the 100 % runs,
     which train on the whole split, and the main curve stay as they are."""
     def change(c):
         c["sample_efficiency"].update(percents=[50, 100], seed=7)
         c["finetune_seeds"] = 1
     counts = job_counts(dry_run(demo, "sample_efficiency", "--configfile", str(_with_config(demo, change))))
-    assert counts == {"finetune_fraction": 8, "finetune_fraction_baseline": 1, "aggregate_efficiency": 1,
+    assert counts == {"finetune_fraction": 12, "finetune_fraction_baseline": 1, "aggregate_efficiency": 1,
                       "plot_efficiency": 1, "sample_efficiency": 1}
     # the main curve: the same jobs as with the seed unchanged (none, unless a test above forced a rerun of some)
     unchanged = job_counts(dry_run(demo))
@@ -440,7 +478,11 @@ def test_plan_counts_the_real_tokens_of_the_finished_run(demo):
     jobs = pd.read_csv(demo / "results/plan_jobs.tsv", sep="\t")
     curve = jobs[jobs.part == "curve"]
     assert set(curve.basis) == {"exact"}
-    assert curve.rule.value_counts().to_dict() == {"prefinetune": 8, "finetune": 32, "finetune_baseline": 4}
+    assert curve.rule.value_counts().to_dict() == {"prefinetune": 12, "finetune": 24, "finetune_baseline": 2}
+    null = jobs[jobs.part == "null_arm"]  # priced like the curve's own jobs of the same k
+    assert null.rule.value_counts().to_dict() == {"prefinetune": 3, "finetune": 6}
+    assert set(null.examples[null.rule == "prefinetune"]) == set(curve.examples[curve.output.str.contains("/k24/")
+                                                                                 & (curve.rule == "prefinetune")])
     for row in curve[curve.rule != "prefinetune"].itertuples():
         run = json.loads((demo / row.output).read_text())
         assert row.examples == run["steps"] * config["finetune"]["batch_size"], row.output
@@ -449,3 +491,26 @@ def test_plan_counts_the_real_tokens_of_the_finished_run(demo):
     assert (jobs.tokens > jobs.examples).all()
     summary = pd.read_csv(demo / "results/plan.tsv", sep="\t")
     assert summary[summary.part == "total"].iloc[0].jobs == len(jobs)
+    # the disk bill: every folder exists now, so its bytes are the files' own
+    disk = pd.read_csv(demo / "results/plan_disk.tsv", sep="\t").set_index("part")
+    tokenized = sum(folder_bytes(p) for p in (demo / "results/tokenized").glob("*/*"))
+    assert disk.loc["tokenized data", "bytes"] == tokenized and set(disk.basis) == {"exact"}
+    assert disk.loc["pre-finetuned models", "count"] == 12 * (1 + len(config["ablations"])) + 3  # and the null arm's
+
+
+def test_a_job_that_asks_for_a_gpu_and_sees_none_stops_before_it_trains(demo):
+    """The demo's training jobs ask for a GPU and train on the CPU only because the demo sets allow_cpu: true. A new
+    run (a third seed) without it stops at its start, before training: its log's one error line names the host,
+    CUDA_VISIBLE_DEVICES and torch's CUDA version; no output, no live record, no traceback."""
+    strict = _with_config(demo, lambda c: c.update(allow_cpu=False, finetune_seeds=3))
+    run = "results/finetune/k0/syn_target_pair/seed3"
+    result = snakemake(demo, "--cores", "1", f"{run}/metrics.json", "--configfile", str(strict))
+    assert result.returncode != 0
+    log = (demo / "logs" / f"{run}.log").read_text()
+    errors = [line for line in log.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in log, log
+    assert errors[0].startswith("Error: the job asks for 1 GPU but") and f"on {socket.gethostname()} (" in errors[0]
+    assert "CUDA_VISIBLE_DEVICES" in errors[0] and f"torch {torch.__version__} built for CUDA {torch.version.cuda or 'none'}" in errors[0]
+    assert errors[0] in result.stderr  # on Snakemake's console too
+    assert not (demo / run).exists() and not (demo / "logs" / run / "train_log.tsv").exists()
+

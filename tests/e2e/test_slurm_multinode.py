@@ -35,7 +35,8 @@ TIME_LIMIT_S = 600
 def experiment(base, nodes: int, max_steps: int) -> dict:
     """The demo on a 4-task pool with the dropout-free model ``base``, ``nodes`` nodes with 1 GPU each."""
     config = load_config()
-    config.update(model={"name": "tiny-nodrop", "path": str(base)}, pool=config["pool"][:4], task_counts=[0, 3])
+    config.update(model={"name": "tiny-nodrop", "path": str(base)}, pool=config["pool"][:4], task_counts=[0, 3],
+                  null_arm=None)
     config["prefinetune"].update(max_steps=max_steps, dropout=0.0, log_every=1, checkpoint_every=5)
     config["resources"]["prefinetune"].update(nodes=nodes, gpus=1, threads=1)
     return config

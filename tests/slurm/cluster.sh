@@ -9,6 +9,8 @@
 # Needs root and the Debian packages of .ci/install-slurm (it installs nothing itself). Runs the daemons
 # directly (no systemd). Every node offers this machine's CPUs and memory and $SLURM_TEST_GPUS dummy GPUs.
 # Partitions: `cpu` (default) and `gpu` on localhost, `multi` on node1.. ; account `ci` for the current user.
+# Limits as a site has them, but small, so that the tests reach them: MaxArraySize $SLURM_TEST_MAX_ARRAY (default
+# 4: array indices 0-3) and the user's MaxSubmitJobs $SLURM_TEST_MAX_SUBMIT (default 6 jobs queued or running).
 # The namespaces' network is $SLURM_TEST_SUBNET.0/24 (default 10.77.0): the bridge (this machine, where the
 # controller runs) is .1, node<i> is .<i+1>; nothing outside this machine is involved.
 # State, logs and the database live in $SLURM_TEST_STATE (default /tmp/prefinetune-slurm). The Slurm
@@ -22,6 +24,8 @@ GPUS="${SLURM_TEST_GPUS:-2}"
 DBPORT="${SLURM_TEST_DBPORT:-3307}"
 MULTI="${SLURM_TEST_MULTI_NODES:-2}"
 SUBNET="${SLURM_TEST_SUBNET:-10.77.0}"
+MAXARRAY="${SLURM_TEST_MAX_ARRAY:-4}"
+MAXSUBMIT="${SLURM_TEST_MAX_SUBMIT:-6}"
 BRIDGE=pfslurm0
 ACCOUNT=ci
 ETC=/etc/slurm
@@ -54,7 +58,7 @@ launch() {
 
 render() {  # render TEMPLATE DEST: fill in the placeholders of a template (@MULTINODES@: a file's lines)
     sed -e "s|@STATE@|$STATE|g" -e "s|@GPUS@|$GPUS|g" -e "s|@LASTGPU@|$((GPUS - 1))|g" \
-        -e "s|@DBPORT@|$DBPORT|g" -e "s|@DBPASS@|$DBPASS|g" -e "s|@NODE@|$NODE|g" \
+        -e "s|@DBPORT@|$DBPORT|g" -e "s|@MAXARRAY@|$MAXARRAY|g" -e "s|@DBDHOST@|$( ((MULTI > 0)) && echo "$SUBNET.1" || echo localhost)|g" -e "s|@DBPASS@|$DBPASS|g" -e "s|@NODE@|$NODE|g" \
         -e "/@MULTINODES@/{r $STATE/multinodes.conf" -e "d}" "$HERE/$1" >"$2"
 }
 
@@ -178,13 +182,13 @@ SQL
     # The cluster registers itself with slurmdbd; give the current user an account to submit under.
     wait_for 60 "cluster registration" sh -c "sacctmgr -n -P list cluster format=cluster | grep -qx prefinetune-ci"
     sacctmgr -i add account "$ACCOUNT" Description="test cluster" Organization=ci >/dev/null
-    sacctmgr -i add user "$(id -un)" Account="$ACCOUNT" DefaultAccount="$ACCOUNT" >/dev/null
+    sacctmgr -i add user "$(id -un)" Account="$ACCOUNT" DefaultAccount="$ACCOUNT" MaxSubmitJobs="$MAXSUBMIT" >/dev/null
     launch slurmd slurmd -D -N localhost
     for ((i = 1; i <= MULTI; i++)); do launch_node "$i"; done
     wait_for 60 "node localhost" sh -c "sinfo -h -n localhost -o %t | grep -qx idle"
     for ((i = 1; i <= MULTI; i++)); do wait_for 60 "node node$i" sh -c "sinfo -h -n node$i -o %t | grep -qx idle"; done
     trap - EXIT
-    log "started in ${SECONDS}s: $(sinfo -h -o '%P %D %t %G' | tr '\n' ';') state in $STATE"
+    log "started in ${SECONDS}s: $(sinfo -h -o '%P %D %t %G' | tr '\n' ';') MaxArraySize $MAXARRAY, MaxSubmitJobs $MAXSUBMIT; state in $STATE"
 }
 
 stop() {

@@ -24,6 +24,7 @@ from prefinetune.tasks import ConfigError
 from test_data import write_hub_folder
 
 pytestmark = pytest.mark.usefixtures("isolated_hf")
+REGRESSION = {**CLASSIFICATION, "type": "regression", "num_labels": 1, "metric": "pearson"}
 
 
 def download_error(tmp_path, task) -> str:
@@ -74,9 +75,21 @@ DATA_CASES = {
         {**CLASSIFICATION, "label_map": {"neg": 0, "pos": 1}},
         "task t: data/train.jsonl: row 5: column 'label': label 'meh' is not in t.label_map ['neg', 'pos']"),
     "regression_label_not_a_number": (
-        jsonl({"sentence": "a b", "label": "high"}), jsonl({"sentence": "a b", "label": 0.5}),
-        {**CLASSIFICATION, "type": "regression", "num_labels": 1, "metric": "pearson"},
+        jsonl({"sentence": "a b", "label": "high"}), jsonl({"sentence": "a b", "label": 0.5}), REGRESSION,
         "task t: data/train.jsonl: row 1: column 'label': 'high' is not a number (regression labels are numbers)"),
+    "empty_text": (jsonl(*sentences(3), {"sentence": "", "label": 0}), jsonl(*sentences(2)), CLASSIFICATION,
+                   "task t: data/train.jsonl: row 4: column 'sentence': an empty text"),
+    "whitespace_text": (jsonl(*sentences(3)), jsonl(*sentences(2), {"sentence": " \t ", "label": 0}), CLASSIFICATION,
+                        "task t: data/validation.jsonl: row 3: column 'sentence': an empty text (only whitespace)"),
+    "one_class_in_training": (jsonl(*sentences(4, labels=(1,))), jsonl(*sentences(2)), CLASSIFICATION,
+                              "task t: data/train.jsonl: column 'label': every row's label is 1; the training split "
+                              "needs two classes"),
+    "constant_regression_labels": (
+        jsonl(*sentences(4, labels=(0.5,))), jsonl(*sentences(2, labels=(0.1, 0.9))), REGRESSION,
+        "task t: data/train.jsonl: column 'label': every row's label is 0.5; the training split needs labels that vary"),
+    "infinite_regression_label": (
+        jsonl(*sentences(3, labels=(0.1, 0.9))), jsonl(*sentences(2, labels=(0.1, 0.9)), {"sentence": "x", "label": 1e999}),
+        REGRESSION, "task t: data/validation.jsonl: row 3: column 'label': label inf is not a finite number"),
     "null_choice": (jsonl(CHOICE_ROW, {**CHOICE_ROW, "sol2": None}), jsonl(CHOICE_ROW), MULTIPLE_CHOICE,
                     "task t: data/train.jsonl: row 2: column 'sol2': null, not text"),
     "text_answer_without_label_map": (jsonl(CHOICE_ROW), jsonl(CHOICE_ROW, {**CHOICE_ROW, "label": "sol1"}), MULTIPLE_CHOICE,
@@ -97,6 +110,22 @@ DATA_CASES = {
 def test_bad_data_stops_the_download(tmp_path, case):
     train, validation, entry, expected = DATA_CASES[case]
     assert download_error(tmp_path, local_task(tmp_path, train, validation, entry)) == expected
+
+
+def test_a_nan_label_in_parquet_stops_the_download(tmp_path):
+    """Parquet holds NaN as a number, not as null (pandas would write null): a NaN regression label, which would
+    train to a NaN loss, stops the download with its row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "data").mkdir()
+    rows = {"sentence": [f"w{i} x" for i in range(6)], "label": [0.1, 0.5, 0.9, float("nan"), 0.2, 0.3]}
+    pq.write_table(pa.table(rows), tmp_path / "data" / "train.parquet")
+    pq.write_table(pa.table(rows).slice(0, 3), tmp_path / "data" / "validation.parquet")
+    files = {"train": "data/train.parquet", "validation": "data/validation.parquet"}
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump({"t": {"source": {"files": files}, **REGRESSION}}))
+    task = load_registry(tmp_path / "tasks.yaml")["t"]
+    assert download_error(tmp_path, task) == "task t: data/train.parquet: row 4: column 'label': label nan is not a finite number"
 
 
 def test_csv_file_without_rows(tmp_path):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prefinetune.config import DEFAULT_TRAIN, MAIN, RUN_OPTIONS, Experiment, merge_sources, run_options
+from prefinetune.config import (DEFAULT_TRAIN, MAIN, NULL, RUN_OPTIONS, SHUFFLED, Experiment, checkpoint_root,
+                               config_sources, hf_home, merge_sources, run_options)
 from prefinetune.families import load_registry
 from prefinetune.tasks import ConfigError, params
 
@@ -44,7 +45,8 @@ def test_demo_config_loads():
     for name, task in exp.tasks.items():
         expected = 128 if task.type == "summarization" else None  # the default max_target_length
         assert task == dataclasses.replace(registry[name], max_target_length=expected)
-    assert set(exp.used_tasks) == set(DEMO["pool"]) | set(DEMO["targets"]) | set(DEMO["sample_efficiency"]["targets"])
+    assert set(exp.curve_tasks) == set(DEMO["pool"]) | set(DEMO["targets"])
+    assert set(exp.used_tasks) == set(exp.curve_tasks) | set(DEMO["sample_efficiency"]["targets"])
     order = exp.order(1)
     if DEMO["protocol"] == "targets_in_pool":
         assert order[: len(exp.targets)] == exp.targets
@@ -92,7 +94,7 @@ def test_task_count_larger_than_pool_held_out():
     n = len(set(DEMO["pool"]) - set(DEMO["targets"]))  # what held_out leaves to pre-finetune on
     msg = config_error(config(protocol="held_out", task_counts=[0, n + 1]))
     assert "task_counts[1]" in msg and str(n + 1) in msg
-    Experiment.from_config(config(protocol="held_out", task_counts=[0, n]), REPO)
+    Experiment.from_config(config(protocol="held_out", task_counts=[0, n], null_arm=None), REPO)
 
 
 def test_task_count_smaller_than_targets():
@@ -172,6 +174,27 @@ def test_bad_ablation_value():
     assert "ablations.mixed_up.batches" in msg
 
 
+def test_an_ablation_named_main_stops_the_config_check():
+    cfg = config()
+    cfg["ablations"] = {MAIN: {"lr": 1e-4}}  # it would become the main curve (results/) without a word
+    assert config_error(cfg) == "config.yaml: ablations.main: 'main' names the main curve; give the ablation another name"
+
+
+def test_a_key_given_twice_stops_with_its_line(tmp_path):
+    """PyYAML keeps the last of two equal keys; the config (every --configfile too) and the registry are read with a
+    loader that refuses the second, naming the file, its line and column, and the first one's line."""
+    text = (REPO / "demo" / "config.yaml").read_text().replace("\nfinetune:\n", "\nfinetune:\n  lr: 0.1\n", 1)
+    (tmp_path / "config.yaml").write_text(text)
+    line = text.splitlines().index("  lr: 0.1") + 1
+    first = next(i for i, row in enumerate(text.splitlines()[line:], start=line + 1) if row.startswith("  lr:"))
+    with pytest.raises(ConfigError) as info:
+        config_sources([tmp_path / "config.yaml"], [], {})
+    assert str(info.value) == f"{tmp_path / 'config.yaml'}: line {first}, column 3: key 'lr' is given twice (first on line {line})"
+    path = write_registry(tmp_path, t=GOOD_ENTRY)
+    path.write_text(path.read_text() + "t:\n  type: regression\n")
+    assert registry_error(path).endswith("column 1: key 't' is given twice (first on line 1)")
+
+
 def test_model_needs_exactly_one_source():
     cfg = config()
     cfg["model"] = {"name": "m", "hub": "roberta-base", "path": "/models/roberta"}
@@ -223,6 +246,57 @@ def test_prefinetune_settings_of_an_ablation_override_only_its_keys():
     # querying an ablation leaves the main settings and DEFAULT_TRAIN untouched
     assert exp.prefinetune_settings(MAIN) == main
     assert DEFAULT_TRAIN["loss_scaling"] is True and DEFAULT_TRAIN["batches"] == "heterogeneous"
+
+
+def test_each_draw_has_its_own_seed_the_same_at_every_k_and_in_every_variant():
+    cfg = config(null_arm={})
+    cfg["ablations"] = {"no_loss_scaling": {"loss_scaling": False}}
+    exp = Experiment.from_config(cfg, REPO)
+    seeds = {d: exp.prefinetune_settings(MAIN, d)["seed"] for d in exp.draws}
+    assert len(set(seeds.values())) == len(seeds)  # independent draws
+    for variant in (NULL, "no_loss_scaling"):  # common random numbers: the same seed for the same draw
+        assert {d: exp.prefinetune_settings(variant, d)["seed"] for d in exp.draws} == seeds
+    changed = Experiment.from_config(config(prefinetune={**DEMO["prefinetune"], "seed": 5}), REPO)
+    assert changed.prefinetune_settings(MAIN, 1)["seed"] != seeds[1]  # derived from the config's seed too
+
+
+def test_the_null_arm_is_the_main_method_with_shuffled_labels_on_its_task_counts():
+    trained = [k for k in DEMO["task_counts"] if k > 0]
+    exp = Experiment.from_config(config(null_arm={"task_counts": [trained[-1]]}), REPO)
+    assert exp.prefinetune_settings(NULL) == {**exp.prefinetune_settings(MAIN), "labels": SHUFFLED}
+    assert "labels" not in exp.prefinetune_settings(MAIN)
+    assert exp.null_counts == [0, trained[-1]] and not exp.null_in_default  # k = 0: the shared baseline
+    assert exp.models(NULL) == [(trained[-1], d) for d in exp.draws]
+    assert {r.k for r in exp.curve_runs(NULL)} == {0, trained[-1]}
+    assert {(r.variant, r.k) for r in exp.curve_runs(NULL) if r.k == 0} == {(MAIN, 0)}
+    assert Experiment.from_config(config(null_arm={}), REPO).null_counts == exp.counts  # default: every k
+    assert Experiment.from_config(config(null_arm=None), REPO).null_counts == []
+
+
+def test_bad_null_arm():
+    msg = config_error(config(null_arm={"task_counts": [0, 5]}))
+    assert msg.startswith("config.yaml: null_arm.task_counts[1]: 5 is not one of task_counts"), msg
+    msg = config_error(config(ablations={NULL: {"lr": 1e-4}}))
+    assert msg.startswith(f"config.yaml: ablations.{NULL}: '{NULL}' names the null arm's curve"), msg
+
+
+def test_a_sample_efficiency_target_in_the_pool_is_refused():
+    """The study fine-tunes datasets held out of pre-finetuning (the paper's design)."""
+    pooled = DEMO["pool"][2]
+    msg = config_error(config(sample_efficiency={"targets": ["syn_target_mc", pooled]}))
+    assert msg.startswith(f"config.yaml: sample_efficiency.targets[1]: {pooled} is in the pool"), msg
+    msg = config_error(config(sample_efficiency={"percents": [50, 100]}))  # the default: the targets, in every subset
+    assert msg.startswith(f"config.yaml: sample_efficiency.targets: {DEMO['targets'][0]} (the default: the targets) "
+                          "is a target, which targets_in_pool puts in every subset"), msg
+    # held_out takes the targets out of the pool: the study may use them
+    Experiment.from_config(config(protocol="held_out", task_counts=[0, 3], null_arm=None, sample_efficiency={}), REPO)
+
+
+def test_the_shipped_configs_hold_their_sample_efficiency_targets_out_of_the_pool():
+    for path in ("config.yaml", "bart/config.yaml", "demo/config.yaml", "demo/bart/config.yaml"):
+        cfg = yaml.safe_load((REPO / path).read_text())
+        exp = Experiment.from_config(cfg, REPO)
+        assert exp.efficiency_targets and not set(exp.efficiency_targets) & set(cfg["pool"]), path
 
 
 def test_unknown_variant():
@@ -435,3 +509,23 @@ def test_runtime_floor_must_exceed_the_warning():
     assert "plan.runtime_floor: 5m must be longer than the 5 minutes" in config_error(config(plan={"runtime_floor": "5m"}))
     assert "plan.runtime_safety" in config_error(config(plan={"runtime_safety": 0.5}))
     assert "plan.runtime_floor" in config_error(config(plan={"runtime_floor": "15"}))
+
+
+def test_the_plan_needs_a_peak_for_the_precision_each_job_trains_in_on_its_gpu():
+    """plan.gpu must be known; plan.precision, or a job's own precision under plan.precision auto, must be one the GPU
+    has (a V100 has no bf16); a measured plan.tokens_per_s needs neither."""
+    assert "plan.gpu: p100: no peak known" in config_error(config(plan={"gpu": "p100"}))
+    assert "plan.precision: bf16: a v100 has no bf16 peak" in config_error(config(plan={"gpu": "v100", "precision": "bf16"}))
+    msg = config_error(config(plan={"gpu": "v100"}, finetune={**DEMO["finetune"], "precision": "bf16"}))
+    assert msg.startswith("config.yaml: finetune.precision: bf16 on a v100") and "auto trains in fp16 there" in msg
+    Experiment.from_config(config(plan={"gpu": "v100"}), REPO)  # auto: fp16 on a V100
+    Experiment.from_config(config(plan={"gpu": "p100", "tokens_per_s": 1000.0}), REPO)
+
+
+def test_run_folders_with_an_unset_variable_are_refused(monkeypatch):
+    monkeypatch.delenv("NO_SUCH_SCRATCH", raising=False)
+    assert "checkpoints: $NO_SUCH_SCRATCH/ckpt: an environment variable" in config_error(config(checkpoints="$NO_SUCH_SCRATCH/ckpt"))
+    monkeypatch.setenv("NO_SUCH_SCRATCH", "/scratch/me")
+    exp = Experiment.from_config(config(checkpoints="$NO_SUCH_SCRATCH/ckpt", hf_home="~/hf"), REPO)
+    assert checkpoint_root(exp.config) == "/scratch/me/ckpt" and hf_home(exp.config) == str(Path.home() / "hf")
+    assert checkpoint_root(DEMO) == "checkpoints" and hf_home(DEMO) is None

@@ -12,6 +12,7 @@ from prefinetune import distributed
 from prefinetune.batching import Prefetcher, TaskArrays, collate, group_by_length, task_arrays
 from prefinetune.config import DEFAULT_TRAIN
 from prefinetune.data import fraction, load_tokenized
+from prefinetune.disk import CHECKPOINT_BYTES_PER_PARAMETER
 from prefinetune.heads import MultiTaskModel
 from prefinetune.sampling import MultiTaskSampler
 from prefinetune.training import backward_update, load_encoder, train
@@ -164,6 +165,10 @@ def test_autocast_run_resumes_bit_identically(prepared, tmp_path, precision):  #
     full, log_full, m_full = run(root, tasks, tmp_path, "full", precision, steps=12, checkpoint_dir=checkpoints)
     saved = torch.load(checkpoints / "state.pt", weights_only=False)
     assert saved["step"] == 10
+    # as the disk bill prices a checkpoint: fp32 weights and AdamW's two moments (4 bytes per parameter less or more
+    # would be 177 kB here), besides some 60 kB of RNG states, log rows and per-tensor records
+    parameters = sum(p.numel() for p in m_full.parameters())
+    assert 0 < (checkpoints / "state.pt").stat().st_size - CHECKPOINT_BYTES_PER_PARAMETER * parameters < 100_000
     if precision == "fp16":
         assert saved["scaler"]["scale"] > 0  # the scaler's state is in the checkpoint
     resumed, log_resumed, m_resumed = run(root, tasks, tmp_path, "resumed", precision, steps=12,

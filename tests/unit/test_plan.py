@@ -192,8 +192,8 @@ def test_jobs_of_an_array_rule_ask_for_the_rules_longest_and_prefinetuning_for_i
 
 def test_the_slurm_profile_submits_exactly_the_array_rules_as_arrays():
     """slurm/config.yaml's slurm-array-jobs and prefinetune.plan.ARRAY_RULES (the rules whose jobs all ask for
-    their longest job's runtime) are the same list; each has its partition and the advance warning; `jobs` holds
-    every fine-tuning job of the paper's plan at once (the plugin loses array jobs that Snakemake holds back)."""
+    their longest job's runtime) are the same list; each has its partition and the advance warning; the submission
+    rate lets a wave of `jobs` ready jobs go at once (in as few arrays as possible)."""
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     arrays = [r.strip() for r in profile["slurm-array-jobs"].split(",")]
     assert sorted(arrays) == sorted(plan.ARRAY_RULES)
@@ -202,7 +202,7 @@ def test_the_slurm_profile_submits_exactly_the_array_rules_as_arrays():
         assert "slurm_partition" in profile["set-resources"][rule], rule
     assert "prefinetune" not in arrays
     assert profile["slurm-disable-memory-fudge"] is True  # --mem is the config's mem_mb
-    assert profile["jobs"] >= 2583 and int(profile["max-jobs-per-timespan"].split("/")[0]) >= profile["jobs"]
+    assert int(profile["max-jobs-per-timespan"].split("/")[0]) >= profile["jobs"]
 
 
 def test_requests_price_each_job_on_its_model_and_turn_exact_once_the_data_is_tokenized(tmp_path):

@@ -62,7 +62,7 @@ def demo_with(**changes):
 
 
 SPANLESS = {"pool": [f"syn_{i:02d}" for i in range(1, 18)], "targets": ["syn_target_pair"], "task_counts": [0, 3],
-            "sample_efficiency": None}
+            "sample_efficiency": None, "null_arm": None}
 CONFIG_CASES = {  # config.yaml changes, expected last line
     "float_draws": ({"draws": 2.0}, "config.yaml: draws: 2.0 is a float where a whole number belongs; write 2"),
     "float_task_count": ({"task_counts": [0, 3.0]},
@@ -142,7 +142,7 @@ def test_model_given_twice_in_a_configfile_names_that_file(tmp_path):
 
 def test_yaml_error_in_config_names_file_line_and_column(tmp_path):
     workdir = make_workdir(tmp_path)
-    text = (tmp_path / "config.yaml").read_text().replace("draws: 2", "draws: [2", 1)
+    text = (tmp_path / "config.yaml").read_text().replace("draws: 3", "draws: [3", 1)
     (tmp_path / "config.yaml").write_text(text)
     line_number = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("draws:"))
     code, line, result = run_workflow(workdir)

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from prefinetune import plan
-from prefinetune.config import MAIN, Experiment
+from prefinetune.config import MAIN, NULL, Experiment
 from workflow_helpers import REPO, job_counts, load_config, make_workdir, snakemake
 
 
@@ -19,7 +19,9 @@ def expected_counts(config: dict) -> dict[str, int]:
     runs = len(exp.targets) * len(exp.seeds)
     curve_tasks = set(exp.config["pool"]) | set(exp.targets)
     counts = {
-        "download_dataset": len(exp.used_tasks),  # all of them: a built tokenizer is trained on all their text
+        # the curve's tasks: the held-out sample-efficiency targets only when the study is asked for (a built
+        # tokenizer is trained on the curve's text only)
+        "download_dataset": len(curve_tasks),
         "download_model": 1,
         "tokenize": len(curve_tasks),  # the sample-efficiency targets are tokenized only when asked for
         "subsets": len(exp.draws),
@@ -34,6 +36,10 @@ def expected_counts(config: dict) -> dict[str, int]:
     }
     if 0 in exp.counts:
         counts["finetune_baseline"] = runs
+    if exp.null_in_default:  # the null arm's models, their runs, its table and the comparison with the main curve
+        null_models = len(exp.models(NULL))
+        counts.update(prefinetune=counts["prefinetune"] + null_models, finetune=counts["finetune"] + null_models * runs,
+                      aggregate=2, analyse_null=1, plot_null=1)
     if exp.reference_models:  # each downloaded, its targets tokenized with its tokenizer, fine-tuned like k = 0
         counts.update(download_reference=len(exp.reference_models),
                       tokenize_reference=len(exp.reference_models) * len(exp.targets),
@@ -53,8 +59,9 @@ def test_demo_dry_run_lists_expected_jobs(tmp_path):
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert counts == expected_counts(load_config())
-    # the embedded default's promised size: 5 task counts incl. 0, 2 draws, 2 targets, 2 seeds
-    assert counts["finetune_baseline"] == 4 and counts["prefinetune"] == 8 and counts["finetune"] == 32
+    # the embedded default's promised size: 5 task counts incl. 0, 3 draws, 2 targets, 1 seed; the null arm at k = 24
+    assert counts["finetune_baseline"] == 2 and counts["prefinetune"] == 12 + 3 and counts["finetune"] == 24 + 6
+    assert counts["analyse_null"] == counts["plot_null"] == 1
 
 
 def test_single_metrics_file_is_a_valid_target(tmp_path):
@@ -76,12 +83,12 @@ def test_ablation_curves_have_their_own_folders(tmp_path):
     assert counts["plot"] == n_ablations and counts["plot_transfer"] == n_ablations
     # the comparison with the main curve needs the main curve's table and critical points as well
     assert counts["aggregate"] == counts["analyse"] == n_ablations + 1 and counts["compare_ablations"] == 1
-    assert counts["prefinetune"] == 8 * (n_ablations + 1)
+    assert counts["prefinetune"] == 12 * (n_ablations + 1)
     assert "results/ablations/comparison.png" in result.stdout
     assert "results/ablations/no_loss_scaling/prefinetune/k24/draw2/model" in result.stdout
     assert "results/ablations/homogeneous_batches/scaling_curve.pdf" in result.stdout
     # the k = 0 baseline and the data are shared with the main curve, not duplicated per ablation
-    assert counts["finetune_baseline"] == 4 and counts["download_dataset"] == 25
+    assert counts["finetune_baseline"] == 2 and counts["download_dataset"] == len(set(config["pool"]) | set(config["targets"]))
 
 
 def test_sample_efficiency_fine_tunes_every_model_on_nested_fractions(tmp_path):
@@ -96,7 +103,7 @@ def test_sample_efficiency_fine_tunes_every_model_on_nested_fractions(tmp_path):
     assert counts["prefinetune"] == models  # the main curve's models, shared
     assert counts["aggregate_efficiency"] == 1 and counts["plot_efficiency"] == 1
     assert "finetune" not in counts and "aggregate" not in counts  # the scaling curve is not needed
-    assert "results/sample_efficiency/k12/draw1/syn_target_mc/pct25/seed2/metrics.json" in result.stdout
+    assert "results/sample_efficiency/k12/draw1/syn_target_mc/pct25/seed1/metrics.json" in result.stdout
     assert "results/sample_efficiency/k0/syn_target_mc/pct100/seed1/metrics.json" in result.stdout
 
 
@@ -247,27 +254,36 @@ def test_multi_node_prefinetune_asks_for_nodes_and_gpus_per_node(tmp_path):
     assert "gpu=1" in finetune[finetune.index("resources:"):].splitlines()[0]
 
 
-def test_cluster_sample_efficiency_reuses_the_main_runs_at_100_percent(tmp_path):
+def test_cluster_sample_efficiency_fine_tunes_held_out_datasets_and_reuses_a_main_target_at_100_percent(tmp_path):
+    """config.yaml's study: datasets held out of the pool, fine-tuned on every share from every model. A target of
+    the main curve held out of pre-finetuning (protocol held_out) reuses the curve's own run at 100 %."""
     config = load_config(REPO / "config.yaml")
-    result = snakemake(make_workdir(tmp_path, config), "-n", "sample_efficiency")
+    result = snakemake(make_workdir(tmp_path / "held_out", config), "-n", "sample_efficiency")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     exp = Experiment.from_config(config, REPO)
     models = len([k for k in exp.counts if k > 0]) * len(exp.draws)
-    below_100 = len([p for p in exp.percents if p < 100])
     runs = len(exp.efficiency_targets) * len(exp.seeds)
-    assert set(exp.efficiency_targets) <= set(exp.targets)
+    assert not set(exp.efficiency_targets) & (set(exp.config["pool"]) | set(exp.targets))
+    assert counts["finetune_fraction"] == models * runs * len(exp.percents)
+    assert counts["finetune_fraction_baseline"] == runs * len(exp.percents)
+    assert "finetune" not in counts and "pct100" in result.stdout  # the main curve is not needed
+
+    config.update(protocol="held_out", task_counts=[0, 10, 22, 32], sample_efficiency={"targets": ["rte"]})
+    result = snakemake(make_workdir(tmp_path / "main_target", config), "-n", "sample_efficiency")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    models, runs, below_100 = 3 * len(exp.draws), len(exp.seeds), len([p for p in exp.percents if p < 100])
     assert counts["finetune_fraction"] == models * runs * below_100
-    assert counts["finetune_fraction_baseline"] == runs * below_100
     assert counts["finetune"] == models * runs  # the 100 % point is the main curve's own fine-tuning run
     assert "pct100" not in result.stdout
 
 
 def test_plan_of_the_cluster_config_works_offline_before_any_download(tmp_path):
-    """`snakemake --cores 1 plan` on config.yaml with nothing downloaded: every training job of the curve, the ablations and
-    the sample-efficiency study priced once from the registry's rough sizes. In bf16 (the default) every job fits;
-    in fp32, RACE and MNLI exceed the 4 h fine-tuning runtime at the assumed throughput and are named with the
-    runtime they need."""
+    """`snakemake --cores 1 plan` on config.yaml with nothing downloaded: every training job of the curve, the null
+    arm, the ablations and the sample-efficiency study priced once from the registry's rough sizes. In bf16 (the
+    default) every job fits; in fp32, RACE and MNLI exceed the 4 h fine-tuning runtime at the assumed throughput and
+    are named with the runtime they need."""
     import pandas as pd
 
     config = load_config(REPO / "config.yaml")
@@ -285,8 +301,8 @@ def test_plan_of_the_cluster_config_works_offline_before_any_download(tmp_path):
     jobs = pd.read_csv(workdir / "results/plan_jobs.tsv", sep="\t")
     assert jobs.gpu_hours.sum() == pytest.approx(bf16_hours * 312 / 19.5, rel=1e-3)  # the A100's two peaks (rows rounded)
     assert set(jobs.basis) == {"rough"} and jobs.output.is_unique
-    # the same jobs as the DAG: every training job the three targets schedule
-    counts = job_counts(snakemake(workdir, "-n", "all", "ablations", "sample_efficiency").stdout)
+    # the same jobs as the DAG: every training job the four targets schedule
+    counts = job_counts(snakemake(workdir, "-n", "all", "ablations", "sample_efficiency", "null").stdout)
     assert jobs.rule.value_counts().to_dict() == {r: n for r, n in counts.items() if r.startswith(("prefinetune", "finetune"))}
     summary = pd.read_csv(workdir / "results/plan.tsv", sep="\t")
     total = summary[summary.part == "total"].iloc[0]
@@ -294,6 +310,11 @@ def test_plan_of_the_cluster_config_works_offline_before_any_download(tmp_path):
     over = jobs[~jobs.fits]
     assert {"race", "mnli"} <= set(over[over.rule == "finetune"].job)
     assert "finetune race:" in result.stdout and "needs" in result.stdout
+    # the disk bill, from the registry: a checkpoint of 12 bytes per parameter, twice while written, per running job
+    disk = pd.read_csv(workdir / "results/plan_disk.tsv", sep="\t").set_index("part")
+    assert set(disk.basis) == {"rough"} and disk.loc["checkpoints at peak", "count"] == config["plan"]["jobs_at_once"]
+    assert disk.loc["checkpoints at peak", "bytes"] == config["plan"]["jobs_at_once"] * 2 * 12 * config["plan"]["model_params"]
+    assert disk.loc["total", "bytes"] == disk.bytes.drop("total").sum() and "Disk (results/plan_disk.tsv" in result.stdout
     # RoBERTa's own recipe for RACE (finetune_overrides: 4 epochs): 4 passes of 4 choices, not 10
     race = jobs[(jobs.rule == "finetune_baseline") & (jobs.job == "race")].iloc[0]
     assert race.examples == math.ceil(4 * 87866 / 16) * 16
@@ -311,12 +332,14 @@ def test_bart_configs_dry_run_lists_expected_jobs_and_lint_clean(tmp_path, confi
     exp = Experiment.from_config(config, REPO)
     assert {exp.tasks[t].type for t in exp.config["pool"]} >= {"classification", "multiple_choice", "span", "summarization"}
     summaries = [t for t in exp.efficiency_targets if exp.tasks[t].type == "summarization"]
-    assert summaries and any(exp.tasks[t].type == "summarization" for t in exp.targets)
+    curve_summaries = [t for t in exp.targets if exp.tasks[t].type == "summarization"]
+    assert summaries and curve_summaries and not set(summaries) & set(exp.config["pool"])  # held out, as in the paper
     result = snakemake(workdir, "-n", "sample_efficiency", "ablations")
     assert result.returncode == 0, result.stderr
     assert f"sample_efficiency/k0/{summaries[0]}/pct{exp.percents[0]}/seed1/metrics.json" in result.stdout
     ablation = next(iter(exp.config["ablations"]))
-    assert f"results/ablations/{ablation}/finetune/k{exp.counts[-1]}/draw1/{summaries[0]}/seed1/metrics.json" in result.stdout
+    assert (f"results/ablations/{ablation}/finetune/k{exp.counts[-1]}/draw1/{curve_summaries[0]}/seed1/metrics.json"
+            in result.stdout)
     lint = snakemake(workdir, "--lint")
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout[-2000:]
 

@@ -16,46 +16,21 @@ import time
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
+from data_helpers import GENERATED_MAX_LENGTH
 from prefinetune import checkpoint, launch
 from prefinetune.config import DEFAULT_TRAIN
-from prefinetune.data import download, tokenize
-from prefinetune.families import load_registry
-from prefinetune.models import fetch, texts_of
 from workflow_helpers import model_weights, without_dropout
 
-MAX_LENGTH = 32
-REGISTRY = {
-    "single": {"source": {"generator": {"seed": 1, "train": 120, "validation": 8}}, "type": "classification",
-               "text": ["sentence"], "label": "label", "num_labels": 2, "metric": "accuracy"},
-    "pair": {"source": {"generator": {"seed": 2, "pair": True, "train": 80, "validation": 8}},
-             "type": "classification", "text": ["sentence1", "sentence2"], "label": "label", "num_labels": 3,
-             "metric": "accuracy"},
-    "score": {"source": {"generator": {"seed": 3, "train": 60, "validation": 8}}, "type": "regression",
-              "text": ["sentence"], "label": "label", "num_labels": 1, "metric": "pearson"},
-}
+MAX_LENGTH = GENERATED_MAX_LENGTH
 ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
+def inputs(generated):
     """Three generated tasks (2-way, 3-way pair, regression), tokenized for a tiny RoBERTa built on their text."""
-    root = tmp_path_factory.mktemp("inputs")
-    (root / "tasks.yaml").write_text(yaml.safe_dump(REGISTRY))
-    tasks = list(load_registry(root / "tasks.yaml").values())
-    for task in tasks:
-        download(task, root / "raw" / task.name)
-    model = root / "model"
-    fetch({"name": "tiny", "build": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                     "intermediate_size": 64, "vocab_size": 300}},
-          model, texts=texts_of([root / "raw" / t.name for t in tasks]))
-    tokenized = {}
-    for task in tasks:
-        tokenize(task, root / "raw" / task.name, model, root / "tok" / task.name, MAX_LENGTH)
-        tokenized[task.name] = str(root / "tok" / task.name)
-    return tasks, tokenized, model
+    return generated
 
 
 def write_job(tmp_path, name, inputs, base, settings):

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import yaml
 
@@ -72,3 +73,18 @@ def test_the_conda_env_has_every_dependency_of_the_package():
     conda_name = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
     from_pip = {"snakemake", "snakemake-executor-plugin-slurm"}
     assert {conda_name.get(n, n) for n in needed - from_pip} == conda - {"python", "pip"}
+
+
+def test_a_profile_setting_the_installed_plugin_lacks_stops_snakemake_before_the_workflow(tmp_path):
+    """What an older plugin does with a newer setting of slurm/config.yaml (for example
+    slurm-disable-memory-fudge, which 2.8.0 brought): Snakemake refuses the whole profile while it parses its
+    arguments, before the workflow's own code runs, with its usage and one line naming the setting. The pins of
+    pyproject.toml keep an older plugin out."""
+    (tmp_path / "profile").mkdir()
+    profile = (REPO / "slurm" / "config.yaml").read_text() + "slurm-not-a-setting: true\n"
+    (tmp_path / "profile" / "config.yaml").write_text(profile)
+    result = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"),
+                             "--directory", str(REPO / "demo"), "--profile", str(tmp_path / "profile"), "-n"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == "snakemake: error: unrecognized arguments: --slurm-not-a-setting=True"

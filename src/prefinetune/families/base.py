@@ -45,6 +45,9 @@ class Data:
         names the split for messages, ``file`` is its local file if it has one."""
         raise NotImplementedError
 
+    def check_training(self, ds, task: Task, where: str) -> None:
+        """What the training split (in the family's layout) must hold beyond its rows being valid."""
+
     def encoder(self, task: Task, tokenizer, lengths: dict):
         """A batched map function: layout rows -> ``input_ids`` and labels. ``lengths``: max_length, doc_stride."""
         raise NotImplementedError
@@ -52,6 +55,11 @@ class Data:
     def read_labels(self, table):
         """Per-example labels of a tokenized split (an Arrow table) as a numpy array."""
         return table.column("label").to_numpy().astype("float32")
+
+    def shuffled_labels(self, labels, table, rng: np.random.Generator):
+        """The null arm's labels (``read_labels``' array of the split ``table``): what they say about their inputs
+        destroyed, everything else kept. Here, for classes and regression values: permuted across the examples."""
+        return labels[rng.permutation(len(labels))]
 
     def batch_labels(self, labels, examples: np.ndarray) -> np.ndarray:
         """The labels of a batch's ``examples`` (indices into ``read_labels``' array), as one numpy array."""
@@ -96,6 +104,7 @@ class Scorer:
 
     metrics: dict[str, tuple[str, ...]] = {}
     generates = False  # the driver generates text and decodes it, instead of running the heads
+    padding: float | None = None  # the output value that marks no output (the driver accepts it as not a number)
 
     def __init__(self, task: Task, settings: dict, validation=None, examples=None):
         self.task, self.settings = task, settings

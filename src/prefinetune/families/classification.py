@@ -49,6 +49,16 @@ class ClassificationData(Data):
         check_labels(ds, task, where, file)
         return ds
 
+    def check_training(self, ds, task, where):
+        """Labels that vary: one class, or one regression value, leaves nothing to learn (and Pearson undefined)."""
+        import pyarrow.compute as pc
+
+        values = pc.unique(ds.with_format("arrow")[task.label])
+        if len(values) < 2:
+            needs = "two classes" if task.type == "classification" else "labels that vary"
+            raise ConfigError(f"{where}: column '{task.label}': every row's label is {values[0].as_py()!r}; the "
+                              f"training split needs {needs}")
+
     def encoder(self, task, tokenizer, lengths):
         def encode(batch):
             enc = tokenizer(*[batch[column] for column in task.text], truncation=True,
@@ -105,6 +115,10 @@ def check_labels(ds, task: Task, where: str, file: Path | None = None) -> None:
 
     if values.null_count:
         fail(pc.index(pc.is_null(values), True).as_py(), "the label is null")
+    if dtype is not None and dtype.startswith("float"):
+        row = pc.index(pc.invert(pc.is_finite(values)), True).as_py()
+        if row >= 0:
+            fail(row, f"label {values[row].as_py()!r} is not a finite number")
     numeric = dtype is not None and dtype.startswith(("int", "uint", "float"))
     if task.type == "regression":
         if not numeric:

@@ -54,6 +54,13 @@ class MultipleChoiceData(Data):
     def read_labels(self, table):
         return table.column("label").to_numpy().astype(np.int64)
 
+    def shuffled_labels(self, labels, table, rng):
+        """Answers permuted across the examples; one beyond its new example's choices wraps round (modulo them)."""
+        import pyarrow.compute as pc
+
+        choices = pc.list_value_length(table.column("input_ids").combine_chunks()).to_numpy()
+        return labels[rng.permutation(len(labels))] % choices
+
 
 class MultipleChoiceModel(Model):
     shared_head = True
@@ -74,6 +81,7 @@ class MultipleChoiceModel(Model):
 
 class MultipleChoiceScorer(Scorer):
     metrics = {"multiple_choice": ("accuracy",)}
+    padding = -np.inf  # a choice the row does not have (choice_scores)
 
     def result(self):
         width = max(o.shape[1] for o in self.outputs)  # batches may differ in their most choices: pad to the widest

@@ -45,6 +45,25 @@ class SpanData(Data):
     def read_labels(self, table):  # (examples, 2): start and end token of each window
         return np.stack([table.column(c).to_numpy() for c in ("start_positions", "end_positions")], 1).astype(np.int64)
 
+    def shuffled_labels(self, labels, table, rng):
+        """A window that holds the answer gets a span of the same length at a random position of its own passage
+        tokens; a window without it keeps its (0, 0)."""
+        import pyarrow.compute as pc
+
+        offsets = table.column("offsets").combine_chunks()  # per window, per token: (start, end), (-1, -1) outside
+        tokens = pc.list_value_length(offsets).to_numpy().astype(np.int64)
+        inside = pc.list_flatten(pc.list_flatten(offsets)).to_numpy()[::2] != -1
+        starts = np.concatenate([[0], np.cumsum(tokens)[:-1]])
+        position = np.arange(len(inside)) - np.repeat(starts, tokens)
+        first = np.minimum.reduceat(np.where(inside, position, np.iinfo(np.int64).max), starts)  # the passage's first
+        passage = np.add.reduceat(inside.astype(np.int64), starts)  # ... and its length: the passage is contiguous
+        out = labels.copy()
+        answered = (labels != 0).any(1)
+        length = labels[answered, 1] - labels[answered, 0]  # tokens after the first
+        out[answered, 0] = first[answered] + rng.integers(0, passage[answered] - length)
+        out[answered, 1] = out[answered, 0] + length
+        return out
+
 
 class SpanModel(Model):
     shared_head = True
