@@ -23,8 +23,8 @@ from .tasks import read_yaml
 # empty where the family has no such metric. ``percent`` is the share of training data (sample efficiency).
 # A reference model's run (config reference_models) has the variant reference:<name> and no k: it is a level to
 # compare the curve with, not a point of it (:func:`read_scaling` and the figures keep it apart).
-# ``chance``, ``loss_start`` and ``loss_end`` are what the failed-run rule reads, ``failed`` its verdict
-# (failed_runs.py): the critical point and the transfer map leave failed runs out.
+# ``chance``, ``loss_start``, ``loss_end`` and ``loss_chance`` are what the failed-run rule reads, ``failed`` its
+# verdict (failed_runs.py): the critical point and the transfer map leave failed runs out.
 REQUIRED = ["k", "draw", "target", "seed", "metric", "value"]
 COLUMNS = ["variant", "k", "draw", "target", "family", "seed", "percent", "metric", "value", *ALL_METRICS,
            *FIELDS, "failed"]

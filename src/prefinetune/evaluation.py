@@ -66,6 +66,19 @@ def chance_score(task: Task, scorer, metrics: dict) -> float:
     return max(float(scorer.compute(task.type, constant(c), labels)[task.metric]) for c in range(width))
 
 
+def chance_loss(task: Task, ds) -> float | None:
+    """The plain loss, on the tokenized examples ``ds``, of the best prediction that ignores the input: the
+    entropy of their labels' frequencies (classification, multiple choice: predicting those frequencies), their
+    variance (regression: predicting their mean); None for span and summarization (``failed_runs.py``)."""
+    if task.type == "regression":
+        return round(float(np.var(np.asarray(ds["label"], float))), 6)
+    if task.type not in ("classification", "multiple_choice"):
+        return None
+    _, counts = np.unique(np.asarray(ds["label"], int), return_counts=True)
+    share = counts / counts.sum()
+    return round(float(-(share * np.log(share)).sum()), 6)
+
+
 def check_finite(outputs: np.ndarray, task: Task, first_row: int, padding: float | None = None) -> None:
     """Outputs of one batch (rows ``first_row`` on) must be finite numbers: NaN or inf is never scored (the argmax of
     NaN logits would score as the share of class 0). ``padding``: the value that marks no output (a missing choice)."""

@@ -323,9 +323,10 @@ def plot_comparison(tables: dict[str, pd.DataFrame], pdf_path, png_path, title: 
 
 def write_comparison(variants: list[str], tables: list, criticals: list, table_path, pdf_path, png_path,
                      title: str, n_boot: int, level: float) -> None:
-    """The ablations step: every variant's critical-point rows in one table (main first), and the figure."""
+    """The ablations step: every variant's critical-point rows in one table (main first), and the figure (failed
+    runs left out, as the fits leave them out)."""
     write_table(pd.concat([pd.read_csv(p) for p in criticals], ignore_index=True), table_path)
-    scaling = {v: read_scaling(p) for v, p in zip(variants, tables)}
+    scaling = {v: t[~t["failed"]] for v, t in ((v, read_scaling(p)) for v, p in zip(variants, tables))}
     plot_comparison(scaling, pdf_path, png_path, title, n_boot, level)
 
 

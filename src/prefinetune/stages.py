@@ -10,7 +10,7 @@ from . import checkpoint, distributed
 from .batching import TaskArrays, task_arrays
 from .config import DEFAULT_TRAIN, SHUFFLED, finetune_steps, prefinetune_steps
 from .data import fraction, hold_out, label_map, load_tokenized
-from .evaluation import evaluate
+from .evaluation import chance_loss, evaluate
 from .families import family, head_name
 from .heads import MultiTaskModel, saved_heads
 from .io import digest, write_json
@@ -118,7 +118,8 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
                   "steps": summary["steps"], "precision": summary["precision"], "attention": summary["attention"],
                   "micro_batch_halvings": summary["micro_batch_halvings"],
                   "chance": chance, "loss_start": loss_start,  # what failed_runs.py reads
-                  "loss_end": probe_loss(model, target, train_ds, pad_id, settings, summary["precision"])}
+                  "loss_end": probe_loss(model, target, train_ds, pad_id, settings, summary["precision"]),
+                  "loss_chance": chance_loss(target, train_ds.select(range(min(PROBE, len(train_ds)))))}
         if label_map(tokenized) is not None:  # which raw label each class index stands for
             result["label_map"] = label_map(tokenized)
         write_json(metrics_json, result)
@@ -133,10 +134,14 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
 
 def probe_loss(model: MultiTaskModel, target: Task, train_ds, pad_id: int, settings: dict,
                precision: str | None = None) -> float:
-    """The model's loss (eval mode) on the first ``PROBE`` examples of the target's training data: measured before
-    and after fine-tuning, it says whether training moved the model at all (``failed_runs.py``)."""
+    """The model's plain (unscaled) loss, in eval mode, on the first ``PROBE`` examples of the target's training
+    data: measured before and after fine-tuning, it says whether training moved the model (``failed_runs.py``)."""
     device = pick_device()
     model.to(device)
     probe = task_arrays({target.name: train_ds.select(range(min(PROBE, len(train_ds))))}, {target.name: target})
     precision = precision or resolve_precision(settings["precision"], device)
-    return round(validation_loss(model, probe, pad_id, settings["eval_batch_size"], device, precision), 6)
+    scaling, model.loss_scaling = model.loss_scaling, False
+    try:
+        return round(validation_loss(model, probe, pad_id, settings["eval_batch_size"], device, precision), 6)
+    finally:
+        model.loss_scaling = scaling

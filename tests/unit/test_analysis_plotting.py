@@ -44,7 +44,7 @@ def test_collect_columns_order_and_variant(table):
     assert list(table.columns) == COLUMNS == ["variant", "k", "draw", "target", "family", "seed", "percent", "metric",
                                               "value", "accuracy", "f1", "matthews", "pearson", "spearman",
                                               "exact_match", "rouge1", "rouge2", "rougeL", "rougeLsum", "chance",
-                                              "loss_start", "loss_end", "failed"]
+                                              "loss_start", "loss_end", "loss_chance", "failed"]
     assert len(table) == len(RUNS)
     keys = list(table[["k", "draw", "target", "seed"]].itertuples(index=False, name=None))
     assert keys == sorted(keys)

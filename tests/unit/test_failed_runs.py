@@ -17,15 +17,20 @@ from test_transfer import study
 
 def test_the_rule_marks_a_run_whose_loss_did_not_fall_and_that_scores_at_chance():
     runs = pd.DataFrame({
-        "value":      [0.53, 0.53, 0.58, 0.59, 0.75, 0.53, 0.53, np.nan],
-        "chance":     [0.53, 0.53, 0.53, 0.53, 0.53, 0.53, np.nan, 0.53],
-        "loss_start": [0.69, 0.69, 0.69, 0.69, 0.69, 0.69, 0.69, 0.69],
-        "loss_end":   [0.69, 0.70, 0.65, 0.69, 0.69, 0.30, 0.69, 0.69],
+        "value":       [0.53, 0.53, 0.58, 0.59, 0.75, 0.53, 0.53, np.nan, 0.53, 0.53],
+        "chance":      [0.53, 0.53, 0.53, 0.53, 0.53, 0.53, np.nan, 0.53, 0.53, 0.53],
+        "loss_start":  [0.69, 0.69, 0.69, 0.69, 0.69, 0.69, 0.69, 0.69, 1.00, 1.00],
+        "loss_end":    [0.69, 0.70, 0.65, 0.69, 0.69, 0.30, 0.69, 0.69, 0.69, 0.50],
+        "loss_chance": [0.69, 0.69, 0.69, 0.69, 0.69, 0.69, 0.69, 0.69, 0.69, np.nan],
     })
     # flat loss at chance; rising loss at chance; within 0.05 of chance; 0.06 above; well above chance (a carried
-    # head that starts low); at chance after learning (a real dip: kept); no chance recorded; no value
-    assert failed(runs).tolist() == [True, True, True, False, False, False, False, False]
+    # head that starts low); at chance after learning (a real dip: kept); no chance recorded; no value; a new head
+    # that started above the chance loss and only learnt the label frequencies (marked); a fall without a chance
+    # loss (span, summarization: measured against the start only)
+    assert failed(runs).tolist() == [True, True, True, False, False, False, False, False, True, False]
     assert not failed(runs.drop(columns="loss_end")).any()  # runs written before the fields existed
+    assert failed(runs.drop(columns="loss_chance")).tolist()[:8] == [True, True, True, False, False, False, False,
+                                                                     False]
 
 
 def test_failed_runs_are_left_out_of_the_fit_and_counted():
@@ -50,7 +55,7 @@ def test_scaling_csv_marks_failed_runs_and_the_analysis_counts_them(tmp_path):
     """metrics.json records with the rule's fields -> scaling.csv's ``failed`` -> critical_point.csv's n_failed;
     the standardised mean averages the targets whose run did not fail; the transfer map leaves them out."""
     df, orders = study(draws=6)
-    df = df.assign(chance=0.5, loss_start=0.69, loss_end=0.2)
+    df = df.assign(chance=0.5, loss_start=0.69, loss_end=0.2, loss_chance=0.69)
     bad = df.index[(df["target"] == "tgt") & (df["seed"] == 1)][::5]  # 1 in 5 of tgt's seed-1 runs, k = 0 included
     df.loc[bad, ["value", "loss_end"]] = [0.5, 0.69]
     paths = []
@@ -58,7 +63,8 @@ def test_scaling_csv_marks_failed_runs_and_the_analysis_counts_them(tmp_path):
         path = tmp_path / f"run{i}" / "metrics.json"
         path.parent.mkdir()
         record = {**{k: r[k] for k in ("k", "draw", "target", "seed", "metric", "value", "chance", "loss_start",
-                                       "loss_end")}, "variant": "main", "metrics": {"accuracy": r["value"]}}
+                                       "loss_end", "loss_chance")}, "variant": "main",
+                  "metrics": {"accuracy": r["value"]}}
         path.write_text(json.dumps(record))
         paths.append(str(path))
     write_table(collect(paths, "main"), tmp_path / "scaling.csv")

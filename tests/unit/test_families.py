@@ -234,6 +234,12 @@ def test_finetune_scores_each_family(prepared, tmp_path, target, metrics):
     # runs learn nothing (the loss stays, they score as a constant does), its span run learns (loss 3.9 -> 0.9)
     # but its answers score 0, chance: the rule marks the first two as failed, not the third
     assert result["loss_start"] > 0 and result["loss_end"] > 0
+    if target == "newsqa":
+        assert result["loss_chance"] is None
+    else:  # the entropy of the first 256 training labels' frequencies
+        labels = np.asarray(load_tokenized(root / "tok" / target, "train")["label"][:256])
+        share = np.unique(labels, return_counts=True)[1] / len(labels)
+        assert result["loss_chance"] == pytest.approx(-(share * np.log(share)).sum(), abs=1e-6)
     marked = failed(pd.DataFrame([result]))[0]
     assert marked == (target != "newsqa"), (result["loss_start"], result["loss_end"], result["value"])
 

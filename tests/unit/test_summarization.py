@@ -8,6 +8,7 @@ import json
 import math
 
 import datasets
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -298,5 +299,6 @@ def test_bart_fine_tunes_on_the_other_families_targets(pool, tmp_path, name):
     assert tuple(result["metrics"]) == METRICS_BY_TYPE[tasks[name].type] and result["head"] == "new"
     rows = len(load_tokenized(root / "tok" / name, "train"))  # span: passage windows
     assert result["steps"] == math.ceil(rows / 16) and all(math.isfinite(v) for v in result["metrics"].values())
-    if tasks[name].type == "regression":  # a constant prediction's correlation
-        assert result["chance"] == 0.0
+    if tasks[name].type == "regression":  # a constant prediction's correlation; predicting the mean: the variance
+        labels = np.asarray(load_tokenized(root / "tok" / name, "train")["label"][:256], float)
+        assert result["chance"] == 0.0 and result["loss_chance"] == pytest.approx(labels.var(), abs=1e-6)
