@@ -1,19 +1,26 @@
-"""Benchmark: the project's training loop against a naive Hugging Face loop, in real (non-pad) tokens per second.
+"""Benchmark: the project's training loop, with and without its per-update bookkeeping, against a naive Hugging
+Face loop, in real (non-pad) tokens per second.
 
 On the same model, data, batches and precision it runs, for each number of micro-batches per update:
-  project      prefinetune.training.train: length grouping within the update, vectorised collation,
-               background prefetch (pinned memory and non-blocking copies on CUDA)
-  naive_max    a plain single-task loop with AutoModelForSequenceClassification, every row padded to max_length
-               (the baseline), rows padded one by one with tokenizer.pad
-  naive_dyn    the same loop padded to each micro-batch's longest row (dynamic padding)
-It prints real tokens per second, the ratios, the share of real tokens in the padded batches, and the share
-of each loop's step time spent outside forward and backward (1 - the time of forward and backward alone on
-the same, pre-built batches / the loop's time). On a GPU it also prints MFU: 6 x non-embedding parameters x
-real tokens/s over the GPU's bf16 peak.
+  project       prefinetune.training.train with a live record (TensorBoard events in a temporary folder): length
+                grouping within the update, vectorised collation, background prefetch (pinned memory and
+                non-blocking copies on CUDA), and the bookkeeping of every update: per-task losses, token
+                counts, the gradient norm, the non-finite checks, and the live scalars at each log step
+  project_bare  the same loop without a live record: no per-task losses, token counts or live scalars (the
+                non-finite checks and the loss of train_log.tsv stay: they are not optional)
+  naive_max     a plain single-task loop with AutoModelForSequenceClassification, every row padded to max_length
+                (the baseline), rows padded one by one with tokenizer.pad
+  naive_dyn     the same loop padded to each micro-batch's longest row (dynamic padding)
+It prints real tokens per second, the ratios (project against project_bare is the bookkeeping's cost), the share
+of real tokens in the padded batches, and the share of each loop's step time spent outside forward and backward
+(1 - the time of forward and backward alone on the same, pre-built batches / the loop's time). On a GPU it also
+prints MFU: 6 x non-embedding parameters x real tokens/s over the GPU's bf16 peak.
 
-The loops run in turn, in a rotating order, ``--repeats`` times; the figures are medians over the repeats,
-so that a machine shared with other work treats every loop alike. Speed goals are ratios within one run.
-On a CPU shared with other work, ``--clock cpu`` times CPU seconds of this process instead of wall time.
+Each loop is timed per update: a run of N + 1 updates minus a run of its first update alone, over N (so the
+set-up of a run, the same in every run of a job, is left out). The loops run in turn, in a rotating order,
+``--repeats`` times; the figures are medians over the repeats, so that a machine shared with other work treats
+every loop alike. Speed goals are ratios within one run. On a CPU shared with other work, ``--clock cpu`` times
+CPU seconds of this process instead of wall time.
 
 The data: ``--examples`` generated short English-like texts (a sentiment-style task: the label is whether
 positive or negative words dominate) with log-normally distributed lengths (median about 15 words, a long
@@ -48,7 +55,7 @@ from prefinetune.training import (autocast, backward_update, load_encoder, pick_
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time, CPU seconds of this process (all its threads)
 TASK = Task("sentiment", "classification", ("sentence",), "label", 2, "accuracy", {"generator": {}})
-LOOPS = ("project", "naive_max", "naive_dyn")
+LOOPS = ("project", "project_bare", "naive_max", "naive_dyn")
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}  # dense
 WORDS = ("the a an this that it movie film story plot actor actress scene music ending script director cast "
          "character dialogue camera picture show series book time people way life day world man woman family "
@@ -91,9 +98,10 @@ def update_batches(n: int, batch_size: int, accum: int, updates: int, seed: int 
     return [[sampler.batch(u * accum + m) for m in range(accum)] for u in range(updates)]
 
 
-def settings_for(args, accum: int) -> dict:
+def settings_for(args, accum: int, log_every: int = 10_000) -> dict:
     return {**DEFAULT_TRAIN, "batch_size": args.batch_size, "grad_accum": accum, "lr": 2e-5, "dropout": 0.1,
-            "loss_scaling": False, "log_every": 10_000, "precision": args.precision, "max_length": args.max_length}
+            "loss_scaling": False, "log_every": log_every, "precision": args.precision,
+            "max_length": args.max_length, "report_to": ["tensorboard"]}
 
 
 def sync(device):
@@ -107,13 +115,15 @@ def project_model(model_dir):
     return MultiTaskModel(load_encoder(model_dir), [TASK], dropout=0.1, loss_scaling=False)
 
 
-def run_project(args, model_dir, ds, pad_id, accum, updates, device):
+def run_project(args, model_dir, ds, pad_id, accum, updates, device, live=True, log_every=10_000):
+    """Seconds of ``train`` for ``updates`` updates; ``live``: with its live record (TensorBoard events)."""
     model = project_model(model_dir)
     with tempfile.TemporaryDirectory() as tmp:
         sync(device)
         start = CLOCK()
         with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):  # the progress bar
-            train(model, {TASK.name: ds}, settings_for(args, accum), updates, pad_id, Path(tmp) / "log.tsv")
+            train(model, {TASK.name: ds}, settings_for(args, accum, log_every), updates, pad_id,
+                  Path(tmp) / "log.tsv", live_dir=Path(tmp) / "live" if live else None)
         sync(device)
         return CLOCK() - start
 
@@ -206,42 +216,50 @@ def gpu_peak_tflops(override: float | None) -> float | None:
 
 
 def measure(args, model_dir, tokenizer, ds, accum, device, precision) -> dict:
-    """Median seconds of each loop (and of its forward and backward alone) over the repeats, for ``accum``."""
+    """Median seconds per update of each loop (and of its forward and backward alone) over the repeats, for
+    ``accum``: a run of N + 1 updates minus a run of the first update alone, over N."""
     updates = max(1, args.micro_batches // accum)
-    batches = update_batches(len(ds), args.batch_size, accum, updates)
+    batches = update_batches(len(ds), args.batch_size, accum, updates + 1)  # the first: timed apart, then taken off
+    timed = batches[1:]
     arrays = task_arrays({TASK.name: ds}, {TASK.name: TASK})
     pad_id = tokenizer.pad_token_id
-    built = {"project": project_micro_batches(arrays, batches, pad_id),
-             "naive_max": [[naive_micro_batch(tokenizer, ds, b, "max_length", args.max_length) for b in u] for u in batches],
-             "naive_dyn": [[naive_micro_batch(tokenizer, ds, b, "longest", args.max_length) for b in u] for u in batches]}
-    real = int(sum(arrays[TASK.name].lengths[i] for u in batches for b in u for _, i in b))
+    project_built = project_micro_batches(arrays, timed, pad_id)
+    built = {"project": project_built, "project_bare": project_built,
+             "naive_max": [[naive_micro_batch(tokenizer, ds, b, "max_length", args.max_length) for b in u] for u in timed],
+             "naive_dyn": [[naive_micro_batch(tokenizer, ds, b, "longest", args.max_length) for b in u] for u in timed]}
+    real = int(sum(arrays[TASK.name].lengths[i] for u in timed for b in u for _, i in b))
     padded = {loop: sum(m["input_ids"].numel() for u in mb for m in u) for loop, mb in built.items()}
+    # log_every = N: the timed run logs once more than the run of one update (every run logs its last update), so
+    # the difference holds one log step (TensorBoard's writes included) per N updates; real runs log every 25-50
     runs = {
-        "project": lambda: run_project(args, model_dir, ds, pad_id, accum, updates, device),
-        "naive_max": lambda: run_naive(args, model_dir, tokenizer, ds, batches, "max_length", device, precision),
-        "naive_dyn": lambda: run_naive(args, model_dir, tokenizer, ds, batches, "longest", device, precision),
+        "project": lambda n: run_project(args, model_dir, ds, pad_id, accum, n, device, live=True, log_every=updates),
+        "project_bare": lambda n: run_project(args, model_dir, ds, pad_id, accum, n, device, live=False,
+                                              log_every=updates),
+        "naive_max": lambda n: run_naive(args, model_dir, tokenizer, ds, batches[:n], "max_length", device, precision),
+        "naive_dyn": lambda n: run_naive(args, model_dir, tokenizer, ds, batches[:n], "longest", device, precision),
     }
     compute = {
         "project": lambda: project_forward_backward(model_dir, built["project"], device, precision),
+        "project_bare": lambda: project_forward_backward(model_dir, built["project"], device, precision),
         "naive_max": lambda: naive_forward_backward(model_dir, built["naive_max"], device, precision),
         "naive_dyn": lambda: naive_forward_backward(model_dir, built["naive_dyn"], device, precision),
     }
-    # warm-up, one update of each: allocator, kernels, caches
-    run_project(args, model_dir, ds, pad_id, accum, 1, device)
-    run_naive(args, model_dir, tokenizer, ds, batches[:1], "longest", device, precision)
+    # warm-up, one update of each: allocator, kernels, caches, imports (TensorBoard's)
+    runs["project"](1)
+    runs["naive_dyn"](1)
     seconds = {loop: [] for loop in LOOPS}
     fwd_bwd = {loop: [] for loop in LOOPS}
     for r in range(args.repeats):
-        order = LOOPS[r % 3:] + LOOPS[: r % 3]  # rotate, so that no loop always runs first or last
+        order = LOOPS[r % len(LOOPS):] + LOOPS[: r % len(LOOPS)]  # rotate: no loop always runs first or last
         for loop in order:
-            seconds[loop].append(runs[loop]())
+            seconds[loop].append(max(runs[loop](updates + 1) - runs[loop](1), 1e-9) / updates)
             if r < args.fwd_bwd_repeats:  # forward and backward alone, right after the loop itself
-                fwd_bwd[loop].append(compute[loop]())
+                fwd_bwd[loop].append(compute[loop]() / updates)
     out = {}
     for loop in LOOPS:
         t, f = statistics.median(seconds[loop]), statistics.median(fwd_bwd[loop])
         t_paired = statistics.median(seconds[loop][: len(fwd_bwd[loop])])
-        out[loop] = {"seconds": t, "tokens_per_s": real / t, "outside": max(0.0, 1 - f / t_paired),
+        out[loop] = {"seconds": t, "tokens_per_s": real / updates / t, "outside": max(0.0, 1 - f / t_paired),
                      "real_share": real / padded[loop], "runs": seconds[loop]}
     out["updates"], out["real_tokens"] = updates, real
     return out
@@ -293,19 +311,23 @@ def main() -> None:
     peak = gpu_peak_tflops(args.peak_tflops) if device.type == "cuda" else None
     for accum in args.accum:
         res = measure(args, model_dir, tokenizer, ds, accum, device, precision)
-        print(f"\n{accum} micro-batch(es) per update: {res['updates']} updates, {res['real_tokens']} real tokens per "
-              f"loop and repeat; tokens/s: medians of {args.repeats} repeats; outside f/b: of the first "
+        print(f"\n{accum} micro-batch(es) per update: {res['updates']} timed updates, {res['real_tokens']} real tokens "
+              f"per loop and repeat; tokens/s: medians of {args.repeats} repeats; outside f/b: of the first "
               f"{args.fwd_bwd_repeats}")
-        print(f"{'loop':<10} {'real tok/s':>11} {'vs max':>7} {'vs dyn':>7} {'real/padded':>12} {'outside f/b':>12}"
-              + ("   MFU" if peak else ""))
+        print(f"{'loop':<13} {'real tok/s':>11} {'vs max':>7} {'vs dyn':>7} {'vs bare':>8} {'real/padded':>12} "
+              f"{'outside f/b':>12}" + ("   MFU" if peak else ""))
         for loop in LOOPS:
             r = res[loop]
             mfu = f" {6 * params * r['tokens_per_s'] / (peak * 1e12):6.1%}" if peak else ""
-            print(f"{loop:<10} {r['tokens_per_s']:11.0f} {r['tokens_per_s'] / res['naive_max']['tokens_per_s']:6.2f}x "
-                  f"{r['tokens_per_s'] / res['naive_dyn']['tokens_per_s']:6.2f}x {r['real_share']:12.1%} "
+            bare = (f"{r['tokens_per_s'] / res['project_bare']['tokens_per_s']:7.3f}x" if loop.startswith("project")
+                    else " " * 8)
+            print(f"{loop:<13} {r['tokens_per_s']:11.0f} {r['tokens_per_s'] / res['naive_max']['tokens_per_s']:6.2f}x "
+                  f"{r['tokens_per_s'] / res['naive_dyn']['tokens_per_s']:6.2f}x {bare} {r['real_share']:12.1%} "
                   f"{r['outside']:12.1%}{mfu}")
-        print("seconds per repeat: " + "; ".join(f"{loop} " + " ".join(f"{s:.2f}" for s in res[loop]["runs"])
-                                                   for loop in LOOPS))
+        cost = res["project"]["seconds"] / res["project_bare"]["seconds"] - 1
+        print(f"bookkeeping (project against project_bare): {cost:+.1%} of an update (goal: at most +3 %)")
+        print("ms per update, each repeat: " + "; ".join(f"{loop} " + " ".join(f"{1e3 * s:.1f}" for s in res[loop]["runs"])
+                                                          for loop in LOOPS))
     if device.type == "cuda" and peak is None:
         print(f"MFU: no bf16 peak known for {torch.cuda.get_device_name()}; pass --peak-tflops")
 

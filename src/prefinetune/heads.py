@@ -69,13 +69,14 @@ class MultiTaskModel(nn.Module):
         self.loss_scaling = loss_scaling
         self.label_smoothing = label_smoothing
         self.label_costs: dict[str, float] = {}  # regression: the training labels' variance (set by training)
-        self.task_losses: dict[str, tuple] = {}
+        self.pass_losses: tuple | None = None
 
     def forward(self, input_ids, attention_mask, segments: list[Segment]):
         """Returns (mean scaled loss over the examples, or None without labels; outputs per task). Also keeps
-        ``task_losses``: each task's summed (scaled, detached) loss and examples in this pass, for the live log."""
+        ``pass_losses``, for the live log: every example's scaled loss in this pass (detached, on the device: no
+        kernel of its own) and the (task, examples) of its segments in that order; None without labels."""
         states = self.states(input_ids, attention_mask, segments)
-        outputs, losses, self.task_losses = {}, [], {}
+        outputs, losses, counts = {}, [], []
         for seg in segments:
             task = self.tasks[seg.task]
             head = self.heads[head_name(task)] if head_name(task) in self.heads else None
@@ -85,9 +86,10 @@ class MultiTaskModel(nn.Module):
                 mask = attention_mask[seg.start:seg.end]
                 losses.append(example_losses(task, out, seg.labels, self.loss_scaling, mask, self.label_smoothing,
                                              self.label_costs.get(seg.task)))
-                self.task_losses[seg.task] = (losses[-1].detach().sum(), len(losses[-1]))
-        loss = torch.cat(losses).mean() if losses else None
-        return loss, outputs
+                counts.append((seg.task, len(losses[-1])))
+        every = torch.cat(losses) if losses else None
+        self.pass_losses = (every.detach(), counts) if losses else None
+        return (every.mean() if losses else None), outputs
 
     def states(self, input_ids, attention_mask, segments: list[Segment]) -> States:
         """One pass of the transformer over the whole mixed batch."""

@@ -89,34 +89,38 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
 
 
 class TaskLosses:
-    """Each task's summed (scaled) loss and its examples over one logging window, for the live log: one
-    index_add per micro-batch on the device, no host sync until the window is read."""
+    """Each task's summed (scaled) loss and its examples over one logging window, for the live log. A forward
+    pass hands over its examples' losses as they lie on the device (``MultiTaskModel.pass_losses``): no kernel
+    and no host sync per micro-batch; they are summed per task once per window, when it is read."""
 
-    def __init__(self, names: list[str], device: torch.device):
+    def __init__(self, names: list[str]):
         self.names = sorted(names)
         self.index = {name: i for i, name in enumerate(self.names)}
-        self.loss = torch.zeros(len(self.names), device=device)
-        self.count = np.zeros(len(self.names))
+        self.clear()
 
-    def add(self, task_losses: dict) -> None:
-        """A forward pass's ``MultiTaskModel.task_losses``: task -> (summed loss, examples)."""
-        if task_losses:
-            rows = [self.index[name] for name in task_losses]
-            sums = torch.stack([total.float() for total, _ in task_losses.values()])
-            self.loss.index_add_(0, torch.tensor(rows, device=self.loss.device), sums)
-            self.count[rows] += [n for _, n in task_losses.values()]
+    def add(self, pass_losses: tuple | None) -> None:
+        """A forward pass's ``MultiTaskModel.pass_losses``: (every example's loss, [(task, examples), ...])."""
+        if pass_losses is not None:
+            losses, counts = pass_losses
+            self.losses.append(losses)
+            self.counts += [(self.index[name], n) for name, n in counts]
 
     def clear(self) -> None:
         """Start the window again, without reading it (an update redone after running out of memory)."""
-        self.loss.zero_()
-        self.count[:] = 0
+        self.losses: list[torch.Tensor] = []
+        self.counts: list[tuple[int, int]] = []
 
     def take(self) -> tuple[list[float], list[float]]:
-        """The window's sums and counts, in ``names`` order; the window starts again."""
-        sums, counts = self.loss.tolist(), self.count.tolist()
-        self.loss.zero_()
-        self.count[:] = 0
-        return sums, counts
+        """The window's sums and counts, in ``names`` order (one host sync); the window starts again."""
+        sums = counts = np.zeros(len(self.names))
+        if self.losses:
+            values = torch.cat([t.float() for t in self.losses]).cpu().numpy().astype(np.float64)
+            rows, sizes = np.array(self.counts).T
+            task = np.repeat(rows, sizes)  # each example's task, in the order of the losses
+            sums = np.bincount(task, weights=values, minlength=len(self.names))
+            counts = np.bincount(task, minlength=len(self.names)).astype(float)
+        self.clear()
+        return sums.tolist(), counts.tolist()
 
 
 def backward_update(model: MultiTaskModel, shards: list[dict], examples: int, device: torch.device,
@@ -136,7 +140,7 @@ def backward_update(model: MultiTaskModel, shards: list[dict], examples: int, de
         (loss * weight if scaler is None else scaler.scale(loss * weight)).backward()
         update_loss += loss.detach().float() * weight  # summed on the device: one host sync per update
         if task_losses is not None:
-            task_losses.add(model.task_losses)
+            task_losses.add(model.pass_losses)
     return update_loss
 
 
@@ -174,7 +178,8 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
     from a checkpoint an earlier attempt of the same run left there (``inputs``, the identity of what the job
     read, is part of its fingerprint), saves one every ``checkpoint_every`` updates, and on SIGTERM or SIGUSR1
     saves one at the end of the current update and exits with code 143. ``live_dir``: where the live record goes
-    as training runs (``monitor.py``). ``validation`` (task -> tokenized validation slice): with
+    as training runs (``monitor.py``); without one (or with ``report_to`` empty), the per-task losses, token
+    counts and live scalars are not computed at all. ``validation`` (task -> tokenized validation slice): with
     ``budget: convergence`` the multi-task validation loss is computed every ``eval_every`` updates, training
     stops after ``patience`` evaluations without a new best, and the best weights are kept.
 
@@ -255,7 +260,8 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
     def halve(step: int, batches: list) -> list[dict]:
         """Out of memory on some rank: the update's gradients are dropped, and its shards cut once more."""
         optimizer.zero_grad(set_to_none=True)
-        task_losses.clear()
+        if task_losses is not None:
+            task_losses.clear()
         if device.type == "cuda":
             torch.cuda.empty_cache()
         size = min(map(len, batches)) >> (cut["halvings"] + 1)
@@ -297,8 +303,10 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
         raise Fault(message)
 
     start = time.time() - elapsed
-    window = {"start": time.time(), "tokens": 0, "grad_norm": torch.zeros((), device=device), "updates": 0}
-    task_losses = TaskLosses(list(model.tasks), device)
+    # the live scalars' bookkeeping, only where something records them (the same decision on every rank)
+    live = live_dir is not None and bool(settings.get("report_to", DEFAULT_REPORT_TO))
+    window = {"start": time.time(), "tokens": 0, "grad_norm": 0.0, "updates": 0}
+    task_losses = TaskLosses(list(model.tasks)) if live else None
     step, stopped_early, stop_votes, last_finite = done, False, 0, None
     last = done if finished is not None else steps
     bar = tqdm(range(done + 1, last + 1), initial=done, total=steps, desc=desc, file=sys.stderr, mininterval=5,
@@ -312,7 +320,8 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
                 shards = shards_of(batches)
             tasks_seen = {t for batch in batches for t, _ in batch}
             examples = sum(map(len, batches))  # of the whole update, over all ranks
-            window["tokens"] += sum(int(shard["attention_mask"].sum()) for shard in shards)
+            if live:
+                window["tokens"] += sum(int(shard["attention_mask"].sum()) for shard in shards)
             # ... and the gradients summed over the ranks; out of memory on a rank: the update again, cut finer
             while True:
                 try:
@@ -335,7 +344,7 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
             last_finite = (step, update_loss)
             running.append(update_loss)
             # step
-            window["grad_norm"] += grad_norm
+            window["grad_norm"] += norm  # read by the host sync above: no kernel
             window["updates"] += 1
             scaler.step(optimizer)
             scaler.update()
@@ -356,7 +365,7 @@ def train(model: MultiTaskModel, data: dict, settings: dict, steps: int, pad_id:
                 mean_loss = float(np.mean(running))
                 running = []
                 lr = scheduler.get_last_lr()[0]
-                scalars = live_scalars(model, task_losses, window, world, device, mean_loss, lr)
+                scalars = live_scalars(model, task_losses, window, world, device, mean_loss, lr) if live else {}
                 if val_loss is not None:
                     scalars["loss/validation"] = val_loss
                 validated = ["" if val_loss is None else f"{val_loss:.6f}"] if converge else []
@@ -430,7 +439,7 @@ def live_scalars(model: MultiTaskModel, task_losses: TaskLosses, window: dict, w
             pair[0] += total
             pair[1] += count
     out.update({f"loss_family/{f}": total / count for f, (total, count) in by_family.items()})
-    window.update(start=time.time(), tokens=0, grad_norm=torch.zeros((), device=device), updates=0)
+    window.update(start=time.time(), tokens=0, grad_norm=0.0, updates=0)
     return out
 
 

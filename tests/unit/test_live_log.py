@@ -9,7 +9,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from prefinetune.training import train
+from prefinetune.batching import collate, task_arrays
+from prefinetune.training import TaskLosses, train
 from test_families import prepared  # noqa: F401  (the module-scoped fixture)
 from test_fast_training import SETTINGS, all_data, model_without_dropout
 
@@ -90,3 +91,28 @@ def test_wandb_records_the_run_offline_and_a_resumed_attempt_continues_it(prepar
     for attempt in runs:
         assert (attempt / f"run-{attempt.name.split('-', 3)[3]}.wandb").stat().st_size > 0
     assert not list(live.glob("events.out.tfevents*"))  # TensorBoard only where asked for
+
+
+def test_the_window_sums_each_tasks_example_losses_once_read(prepared):  # noqa: F811
+    """TaskLosses keeps a forward pass's example losses as they are (no kernel per micro-batch) and sums them per
+    task when the window is read: the same sums as adding the examples up by hand; an update redone after running
+    out of memory starts the window again. A mixed forward pass hands over every example's loss, task by task,
+    and their mean is the pass's loss."""
+    window = TaskLosses(["b", "a"])
+    window.add((torch.tensor([1.0, 2.0, 3.0]), [("a", 2), ("b", 1)]))
+    window.add((torch.tensor([4.0]), [("b", 1)]))
+    window.add(None)  # a pass without labels
+    assert window.take() == ([3.0, 7.0], [2.0, 2.0])  # names sorted: a, b
+    assert window.take() == ([0.0, 0.0], [0.0, 0.0])
+    window.add((torch.tensor([5.0]), [("a", 1)]))
+    window.clear()
+    assert window.take() == ([0.0, 0.0], [0.0, 0.0])
+
+    root, tasks, _ = prepared
+    data = all_data(root, tasks)
+    model = model_without_dropout(root, tasks)
+    batch = [(name, i) for name in tasks for i in range(3)]
+    loss, _ = model(**collate(task_arrays(data, tasks), batch, pad_id=1))
+    losses, counts = model.pass_losses
+    assert counts == [(name, 3) for name in tasks] and not losses.requires_grad
+    assert losses.mean().item() == pytest.approx(loss.item())
