@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -41,7 +43,7 @@ import torch
 
 from . import distributed
 from .faults import Fault
-from .io import atomic_path, recover, remove_temporaries, remove_tree, write_json
+from .io import aside, atomic_path, remove_temporaries, remove_tree, write_json
 
 STATE = "state.pt"
 FAILED = "failed.json"  # a run that stopped on a fault no retry heals: its fingerprint and its line
@@ -162,13 +164,12 @@ def resume(directory: str | Path, expected_fingerprint: dict, model: torch.nn.Mo
 def load(directory: str | Path, expected_fingerprint: dict, model: torch.nn.Module | None = None) -> dict | None:
     """The checkpoint in ``directory`` if there is one from this very run, else None (saying why).
 
-    First the folder is tidied after a kill: a folder renamed aside for removal comes back, the temporaries of
-    a killed save go. A file that cannot be read, or does not fit ``model``, is renamed aside (``.bad``); one of
+    First the folder is tidied after a kill (:func:`recover`): the checkpoint of a folder caught while being
+    removed comes back, the temporaries of a killed save go. A file that cannot be read, or does not fit ``model``, is renamed aside (``.bad``); one of
     another run (other settings or inputs) is left, for this run's first checkpoint to replace."""
     directory = Path(directory)
-    recover(directory)
     path = directory / STATE
-    remove_temporaries(path)
+    recover(path)
     if not path.is_file():
         return None
     try:
@@ -189,6 +190,19 @@ def load(directory: str | Path, expected_fingerprint: dict, model: torch.nn.Modu
         print(f"setting checkpoint {path} aside as {bad.name}, starting over: {problem}", file=sys.stderr)
         return None
     return payload
+
+
+def recover(path: Path) -> None:
+    """Tidy a checkpoint folder after a kill: a checkpoint left in the folder renamed aside for removal (a kill
+    during :func:`remove`) comes back where the folder has none (the job's start may have made the folder anew);
+    the aside folder and the temporaries of a killed save go."""
+    old = aside(path.parent)
+    if old.is_dir():
+        if (old / STATE).is_file() and not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old / STATE, path)
+        shutil.rmtree(old)
+    remove_temporaries(path)
 
 
 def _misfit(payload: dict, model: torch.nn.Module | None) -> str | None:

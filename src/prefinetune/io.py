@@ -4,8 +4,8 @@ An output is written into a temporary sibling (``.<name>.<random>.tmp``), its fi
 and only then is it renamed into place, and the folder holding it fsynced: after a node crash the name points
 at complete bytes, never at a short file. A folder that already exists is renamed aside (``.<name>.old``) before
 the new one takes its name, so that at every instant one of the two exists; a checkpoint folder is removed the
-same way, and :func:`recover` puts it back after a kill midway. A writer first removes the temporaries a killed
-writer of the same path left behind.
+same way (:func:`remove_tree`). A writer first removes the temporaries a killed writer of the same path left
+behind.
 
 Outputs get the permissions the umask gives any new file or folder (tempfile's own 0700 is undone), so a
 lab sharing a project directory can read each other's datasets and models.
@@ -84,7 +84,8 @@ def replace_tree(new: Path, path: Path) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a folder: renamed aside at once (a kill during the deletion leaves it whole, for :func:`recover`)."""
+    """Delete a folder: renamed aside at once, so that a kill during the deletion leaves it whole (a checkpoint
+    folder: ``checkpoint.recover`` takes its checkpoint back)."""
     path, old = Path(path), aside(Path(path))
     if not path.exists():
         return
@@ -93,20 +94,6 @@ def remove_tree(path: Path) -> None:
     os.rename(path, old)
     fsync(path.parent)
     shutil.rmtree(old)
-
-
-def recover(path: Path) -> bool:
-    """After a kill: a folder renamed aside whose place is empty gets its name back (True); an aside copy of a
-    folder that exists, and the temporaries of a killed writer, are deleted."""
-    path, old = Path(path), aside(Path(path))
-    remove_temporaries(path)
-    if not old.exists():
-        return False
-    if path.exists():
-        shutil.rmtree(old)
-        return False
-    os.rename(old, path)
-    return True
 
 
 def remove_temporaries(path: Path) -> None:

@@ -75,6 +75,8 @@ def clean_checkpoints(root: str | Path) -> tuple[list[Path], list[tuple[Path, st
     this was recorded, or one of an older version) is not running."""
     removed, kept = [], []
     for folder in sorted({p.parent for name in ("state.pt", OWNER) for p in Path(root).rglob(name)}):
+        if folder.name.endswith(".tmp"):  # a save being written (io.atomic_path): it goes with its folder
+            continue
         try:
             owner = json.loads((folder / OWNER).read_text())
         except (OSError, ValueError):

@@ -47,7 +47,7 @@ from slurm_helpers import (MARKS, TEST_CLUSTER, accounted_jobs, limits, require_
                            write_test_profile)
 from workflow_helpers import REPO, SNAKEMAKE, job_counts, load_config, make_workdir, model_weights
 
-TIME_LIMIT_S = 900  # the controller job's time limit; a hung run fails the test after it
+TIME_LIMIT_S = 1500  # the controller job's time limit (Snakemake gets SIGINT 5 min before it); a hung run fails the test
 pytestmark = MARKS
 SEEDS = 4  # fine-tuning seeds: 2 targets x 4 = 8 jobs ready at once, above MaxSubmitJobs (6)
 MODEL = "results/prefinetune/k3/draw1"

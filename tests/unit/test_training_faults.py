@@ -25,6 +25,7 @@ from prefinetune.io import aside, atomic_path
 from prefinetune.data import load_tokenized
 from prefinetune.stages import finetune, prefinetune
 from prefinetune.training import load_encoder, train
+from prefinetune.workflow import holding
 
 SETTINGS = {**DEFAULT_TRAIN, "batch_size": 8, "lr": 1e-3, "warmup_ratio": 0.0, "dropout": 0.0, "log_every": 1,
             "checkpoint_every": 3, "report_to": []}
@@ -116,13 +117,15 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_set_aside(generated, tmp_pa
 
 
 def test_a_checkpoint_folder_caught_mid_removal_comes_back_and_temporaries_go(generated, tmp_path):
-    """A kill during the removal of a finished run's checkpoint folder (renamed aside, being deleted) or during a
-    save (a temporary beside state.pt): the next start puts the folder back and deletes the temporary."""
+    """A kill during the removal of a run's checkpoint folder (renamed aside, being deleted) and during a save (a
+    temporary beside state.pt): the next attempt, whose job first marks its checkpoint folder as its own
+    (workflow.holding makes it anew), resumes from the checkpoint of the aside folder and deletes the rest."""
     checkpoints = tmp_path / "checkpoints"
     _, model = run(generated, tmp_path, "first", checkpoint_dir=checkpoints)
     (checkpoints / ".state.pt.abc123.tmp").mkdir()  # what a kill during a save leaves
     os.rename(checkpoints, aside(checkpoints))  # what a kill during checkpoint.remove leaves
-    again, model_again = run(generated, tmp_path, "again", checkpoint_dir=checkpoints)
+    with holding(checkpoints):
+        again, model_again = run(generated, tmp_path, "again", checkpoint_dir=checkpoints)
     assert again["resumed_after"] == 3 and same_weights(model, model_again)
     assert not aside(checkpoints).exists() and not list(checkpoints.glob(".*.tmp"))
 
@@ -249,7 +252,7 @@ def test_a_stop_during_the_final_save_leaves_a_finished_checkpoint(generated, tm
 
 def test_a_checkpoint_of_another_share_of_the_data_is_not_resumed(generated, tmp_path, capsys):
     """Fine-tuning on 50 % of the training data, stopped by SIGTERM (a real signal to this process, sent from its
-    3rd forward pass): it saves a checkpoint after update 3. Rerun with another sample_efficiency seed, which picks
+    3rd training forward pass): it saves a checkpoint after update 3. Rerun with another sample_efficiency seed, which picks
     another 50 %, it starts over, says why, and ends as a clean run with that seed does."""
     tokenized, model_dir = generated[1], generated[2]
     settings = {**SETTINGS, "epochs": 2, "checkpoint_every": 1000}
@@ -261,7 +264,7 @@ def test_a_checkpoint_of_another_share_of_the_data_is_not_resumed(generated, tmp
 
     passes = []
 
-    def stop_at_the_third(module, args):  # every module's forward: count the whole model's training passes
+    def stop_at_the_third(module, args):  # every module's forward: count the whole model's, in training
         if isinstance(module, MultiTaskModel) and module.training:
             passes.append(1)
             if len(passes) == 3:

@@ -33,14 +33,15 @@ def test_a_checkpoint_of_another_encoder_is_not_resumed(tmp_path):
     config = small_demo()
     workdir = make_workdir(tmp_path / "wd", config)
     # while the model is built, a second run of the same target in the same folder is refused by Snakemake's lock
-    # and writes nothing: the model's job runs once, in the first run
+    # and writes nothing: the model's job runs once, in the first run. (--rerun-incomplete, as the Slurm profile
+    # has it: else the second run may stop earlier, at the first run's incomplete outputs, before the lock)
     first = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
                               MODEL], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     locks = workdir / ".snakemake" / "locks"
     while not (locks.is_dir() and any(locks.iterdir())):
         assert first.poll() is None, first.stdout.read()[-3000:]
         time.sleep(0.1)
-    second = snakemake(workdir, "--cores", "2", MODEL)
+    second = snakemake(workdir, "--cores", "2", "--rerun-incomplete", MODEL)
     assert second.returncode != 0 and "Directory cannot be locked" in second.stdout + second.stderr
     assert first.wait(timeout=900) == 0, first.stdout.read()[-3000:]
     assert (workdir / "logs" / f"{Path(MODEL).parent}.log").read_text().count("=== attempt started") == 1
