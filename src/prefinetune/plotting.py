@@ -338,7 +338,7 @@ def null_figure(paired: list[tuple[str, str, pd.DataFrame]], content: pd.DataFra
         fig, axes = _figure(len(paired), nrows_per_panel=2)
         tops, bottoms = axes[0::2].ravel(), axes[1::2].ravel()
         for top, bottom, (target, metric, runs) in zip(tops, bottoms, paired):
-            for arm, colour, label in (("main", "C0", "main curve"), ("null", "C1", "null arm (labels destroyed)")):
+            for arm, colour, label in (("main", "C0", "main curve"), ("null", "C1", "null arm")):
                 stats = runs.groupby("k")[arm].agg(["mean", "std"]).fillna(0.0)
                 top.plot(stats.index, stats["mean"], "-o", color=colour, markersize=4, label=f"{label}, mean ± std")
                 top.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=colour,
@@ -350,9 +350,10 @@ def null_figure(paired: list[tuple[str, str, pd.DataFrame]], content: pd.DataFra
             top.set_ylabel(MEAN_YLABEL if target == "mean" else metric)
             d = content[content["target"] == target]
             bottom.errorbar(d["k"], d["content"], yerr=[d["content"] - d["content_lo"], d["content_hi"] - d["content"]],
-                            fmt="o", color="C2", capsize=3, markersize=4, label="content transfer, interval over draws")
+                            fmt="o", color="C2", capsize=3, markersize=4, label="content transfer")
             bottom.axhline(0, color="grey", linestyle="--", linewidth=1)
             bottom.set_ylabel("main - null" + (f" ({d['level'].iloc[0]:.0%} interval)" if len(d) else ""))
+            bottom.set_xlim(top.get_xlim())  # the same k as the curves above
             for ax in (top, bottom):
                 ax.set_xlabel("number of pre-finetuning tasks k")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -100,38 +100,8 @@ def test_critical_point_transfer_and_loss_curves_are_in_the_report(demo):
     for entry, caption in (("critical_point.csv", "The critical point of each target"),
                            ("transfer.png", "Per-task transfer: for each pool task"),
                            ("prefinetune_loss.png", "Pre-finetuning loss against the update"),
-                           ("scaling_curve.png", "Where the critical"),
-                           ("null_arm.png", "The main curve and the null arm"),
-                           ("content_transfer.csv", "What the pre-finetuning tasks' labels teach")):
+                           ("scaling_curve.png", "Where the critical")):
         assert entry in report and caption in report, entry
-
-
-def test_the_null_arm_shows_what_the_labels_teach(demo):
-    """The null arm at the largest k: the same subsets and seeds with shuffled labels, fine-tuned like the curve.
-    The pair target's own labels are in every subset (targets_in_pool): without them it loses what it gained."""
-    config = load_config()
-    largest = max(config["task_counts"])
-    null = pd.read_csv(demo / "results/null/scaling.csv")
-    assert set(null.variant) == {"null_arm"} and sorted(null.k.unique()) == [0, largest]
-    main = pd.read_csv(demo / "results/scaling.csv")
-    pd.testing.assert_frame_equal(null[null.k == 0].drop(columns="variant").reset_index(drop=True),
-                                  main[main.k == 0].drop(columns="variant").reset_index(drop=True))  # k = 0 shared
-    for draw in (1, 2):  # the same subset and seed as the main model, labels shuffled
-        runs = [json.loads((demo / f"{root}/prefinetune/k{largest}/draw{draw}/model/prefinetune.json").read_text())
-                for root in ("results", "results/null")]
-        assert runs[0]["tasks"] == runs[1]["tasks"] and runs[1]["settings"]["labels"] == "shuffled"
-        assert {**runs[0]["settings"], "labels": "shuffled"} == runs[1]["settings"]
-    seeds = {json.loads((demo / f"results/prefinetune/k{k}/draw{d}/model/prefinetune.json").read_text())["settings"]["seed"]
-             for k in (3, 24) for d in (1, 2)}
-    assert len(seeds) == 2  # one seed per draw, the same at every k
-    content = pd.read_csv(demo / "results/null/content_transfer.csv").set_index("target")
-    assert list(content.k.unique()) == [largest] and (content.n_draws == config["draws"]).all()
-    pair = content.loc["syn_target_pair"]
-    assert pair.content_lo > 0, pair.to_dict()
-    by_curve = pd.read_csv(demo / "results/null/critical_point_by_curve.csv")
-    assert list(by_curve.columns) == ["curve", *CRITICAL_COLUMNS]
-    assert by_curve.curve.value_counts().to_dict() == {"main": 3, "null_arm": 3, "content": 3}
-    assert (demo / "results/null/null_arm.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_subsets_are_nested_and_recorded(demo):
@@ -149,16 +119,58 @@ def test_subsets_are_nested_and_recorded(demo):
 
 
 def test_every_job_left_a_log_and_a_benchmark_and_no_temporaries(demo):
-    assert (demo / "logs/results/prefinetune/k24/draw1.log").stat().st_size > 0
+    assert (demo / "logs/results/prefinetune/k16/draw1.log").stat().st_size > 0
     jobs = sum(job_counts(dry_run(demo, "--forceall")).values())
     assert len(list((demo / "benchmarks").rglob("*.tsv"))) == jobs - 1  # every job but `all` is benchmarked
     assert not [p for p in demo.rglob("*.tmp")]  # atomic outputs: no half-written leftovers
 
 
 def test_heterogeneous_updates_mix_tasks(demo):
-    log = pd.read_csv(demo / "results/prefinetune/k24/draw1/train_log.tsv", sep="\t")
+    log = pd.read_csv(demo / "results/prefinetune/k16/draw1/train_log.tsv", sep="\t")
     assert log.tasks_in_update.min() > 5
     assert log.loss.iloc[-1] < log.loss.iloc[0]
+
+
+def test_the_null_arm_pairs_each_model_with_one_on_shuffled_labels(demo):
+    """`snakemake null` on the finished demo (its README command): the models of the largest k again, on the same
+    subsets with the same seeds and their labels shuffled, fine-tuned like the curve (k = 0 shared); content
+    transfer per target with its interval over the 3 draws, the three curves' critical points, the figure and the
+    report's captions. The main curve is not touched."""
+    config = load_config()
+    largest = max(config["task_counts"])
+    before = (demo / "results/scaling.csv").read_bytes()
+    result = snakemake(demo, "--cores", "2", "null")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout + result.stderr) == {"prefinetune": 3, "finetune": 6, "aggregate": 1,
+                                                         "analyse_null": 1, "plot_null": 1, "null": 1}
+    assert (demo / "results/scaling.csv").read_bytes() == before
+    null = pd.read_csv(demo / "results/null/scaling.csv")
+    assert set(null.variant) == {"null_arm"} and sorted(null.k.unique()) == [0, largest]
+    main = pd.read_csv(demo / "results/scaling.csv")
+    pd.testing.assert_frame_equal(null[null.k == 0].drop(columns="variant").reset_index(drop=True),
+                                  main[main.k == 0].drop(columns="variant").reset_index(drop=True))  # k = 0 shared
+    for draw in (1, 2, 3):  # the same subset and seed as the main model, labels shuffled
+        runs = [json.loads((demo / f"{root}/prefinetune/k{largest}/draw{draw}/model/prefinetune.json").read_text())
+                for root in ("results", "results/null")]
+        assert runs[0]["tasks"] == runs[1]["tasks"] and {**runs[0]["settings"], "labels": "shuffled"} == runs[1]["settings"]
+    seeds = {json.loads((demo / f"results/prefinetune/k{k}/draw{d}/model/prefinetune.json").read_text())["settings"]["seed"]
+             for k in (3, largest) for d in (1, 2)}
+    assert len(seeds) == 2  # one seed per draw, the same at every k
+    content = pd.read_csv(demo / "results/null/content_transfer.csv").set_index("target")
+    assert set(content.index) == {*config["targets"], "mean"} and (content.k == largest).all()
+    assert (content.n_draws == config["draws"]).all()
+    assert ((content.content_lo < content.content) & (content.content < content.content_hi)).all()
+    assert content.content.to_numpy() == pytest.approx((content["main"] - content["null"]).to_numpy())
+    by_curve = pd.read_csv(demo / "results/null/critical_point_by_curve.csv")
+    assert list(by_curve.columns) == ["curve", *CRITICAL_COLUMNS]
+    assert by_curve.curve.value_counts().to_dict() == {"main": 3, "null_arm": 3, "content": 3}
+    assert (demo / "results/null/null_arm.png").read_bytes().startswith(b"\x89PNG")
+    report = snakemake(demo, "null", "--report", "results/null/report.html")
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (demo / "results/null/report.html").read_text()
+    for entry, caption in (("null_arm.png", "The main curve and the null arm"),
+                           ("content_transfer.csv", "What the pre-finetuning tasks' labels teach")):
+        assert entry in html and caption in html, entry
 
 
 def test_nothing_to_do_after_a_full_run_even_when_code_changes(demo):
@@ -176,28 +188,25 @@ def _with_config(workdir, change):
     return path
 
 
-# what a new fine-tuning or pre-finetuning run redoes downstream, once each; and the null arm's comparison, which
-# reads the main curve's table (NULL_JOBS), and its own table too where its runs change (WITH_NULL)
+# what a new fine-tuning or pre-finetuning run redoes downstream, once each
 CURVE_JOBS = {"aggregate": 1, "analyse": 1, "plot": 1, "plot_transfer": 1, "plot_losses": 1, "all": 1}
-NULL_JOBS = {"analyse_null": 1, "plot_null": 1}
-WITH_NULL = {**CURVE_JOBS, **NULL_JOBS, "aggregate": 2}
 
 
 def test_adding_a_task_count_schedules_only_the_new_jobs(demo):
     changed = _with_config(demo, lambda c: c["task_counts"].append(4))
     counts = job_counts(dry_run(demo, "--configfile", str(changed)))
-    assert counts == {"prefinetune": 3, "finetune": 6, **CURVE_JOBS, **NULL_JOBS}  # the null arm reads the main table
+    assert counts == {"prefinetune": 3, "finetune": 6, **CURVE_JOBS}
 
 
 def test_changing_a_hyperparameter_redoes_exactly_what_it_affects(demo):
     changed = _with_config(demo, lambda c: c["prefinetune"].__setitem__("lr", 1.0e-4))
     counts = job_counts(dry_run(demo, "--configfile", str(changed)))
-    assert counts == {"prefinetune": 12 + 3, "finetune": 24 + 6, **WITH_NULL}  # both arms: the null arm's are the main settings
+    assert counts == {"prefinetune": 12, "finetune": 24, **CURVE_JOBS}
 
     changed = _with_config(demo, lambda c: c["finetune"].__setitem__("epochs", 2))
     counts = job_counts(dry_run(demo, "--configfile", str(changed)))
-    downstream = {job: n for job, n in WITH_NULL.items() if job != "plot_losses"}  # the pre-finetuning logs stay
-    assert counts == {"finetune": 24 + 6, "finetune_baseline": 2, **downstream}
+    downstream = {job: n for job, n in CURVE_JOBS.items() if job != "plot_losses"}  # the pre-finetuning logs stay
+    assert counts == {"finetune": 24, "finetune_baseline": 2, **downstream}
 
 
 def _set(path, value):
@@ -269,7 +278,7 @@ def test_a_reference_model_is_fine_tuned_like_k0_beside_the_curve(demo, tmp_path
     mine.write_text(yaml.safe_dump({"reference_models": [{"name": "standin", "path": str(standin)}]}))
 
     out = dry_run(work, "--configfile", str(mine))
-    downstream = {job: n for job, n in {**CURVE_JOBS, **NULL_JOBS}.items() if job != "plot_losses"}
+    downstream = {job: n for job, n in CURVE_JOBS.items() if job != "plot_losses"}
     assert job_counts(out) == {"download_reference": 1, "tokenize_reference": 2, "finetune_reference": 2, **downstream}
     for block in out.split("\nrule ")[1:]:  # every output of a reference job names the model
         if block.startswith(("download_reference", "tokenize_reference", "finetune_reference")):
@@ -312,10 +321,10 @@ def test_a_reference_model_is_fine_tuned_like_k0_beside_the_curve(demo, tmp_path
 
 
 def test_each_result_changing_setting_reruns_exactly_the_jobs_it_affects(demo):
-    curve = {job: n for job, n in WITH_NULL.items() if job != "plot_losses"}  # the loss curves: pre-finetuning's
-    one_target = {"finetune": 12 + 3, "finetune_baseline": 1, **curve}  # the runs of one of the two targets, both arms
-    every_run = {"finetune": 24 + 6, "finetune_baseline": 2, **curve}
-    every_model = {"prefinetune": 12 + 3, "finetune": 24 + 6, **WITH_NULL}  # the baseline does not depend on them
+    curve = {job: n for job, n in CURVE_JOBS.items() if job != "plot_losses"}  # the loss curves: pre-finetuning's
+    one_target = {"finetune": 12, "finetune_baseline": 1, **curve}  # the runs of one of the two targets
+    every_run = {"finetune": 24, "finetune_baseline": 2, **curve}
+    every_model = {"prefinetune": 12, "finetune": 24, **CURVE_JOBS}  # the baseline does not depend on pre-finetuning
     cases = {
         "finetune_overrides.syn_target_span.epochs": (2, one_target),
         "finetune_overrides.syn_target_span.max_steps": (10, one_target),
@@ -331,9 +340,8 @@ def test_each_result_changing_setting_reruns_exactly_the_jobs_it_affects(demo):
         assert job_counts(out) == expected, path
         if expected == one_target:  # and they are that target's runs
             target = path.split(".")[1] if path.startswith("finetune_overrides") else "syn_target_span"
-            runs = [line for line in out.splitlines() if line.strip().startswith(("output: results/finetune/",
-                                                                                   "output: results/null/finetune/"))]
-            assert len(runs) == 12 + 1 + 3 and all(f"/{target}/" in line for line in runs), path
+            runs = [line for line in out.splitlines() if line.strip().startswith("output: results/finetune/")]
+            assert len(runs) == 12 + 1 and all(f"/{target}/" in line for line in runs), path
     # an override equal to the default changes nothing
     same = _set("finetune_overrides.syn_target_span.epochs", load_config()["finetune"]["epochs"])
     assert "Nothing to be done" in dry_run(demo, "--configfile", str(_with_config(demo, same)))
@@ -344,7 +352,7 @@ def test_ablations_reuse_data_and_train_their_own_models(demo):
     assert set(counts) == {"prefinetune", "finetune", "aggregate", "analyse", "plot", "plot_transfer", "plot_losses",
                            "compare_ablations", "ablations"}
 
-    target = "results/ablations/homogeneous_batches/prefinetune/k12/draw1/train_log.tsv"
+    target = "results/ablations/homogeneous_batches/prefinetune/k10/draw1/train_log.tsv"
     scaling_off = "results/ablations/no_loss_scaling/prefinetune/k3/draw1/model"
     result = snakemake(demo, "--cores", "2", target, scaling_off)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -361,8 +369,8 @@ def _digest(path):
 
 
 def test_rerunning_jobs_reproduces_weights_and_metrics(demo):
-    model = demo / "results/prefinetune/k12/draw1/model/model.safetensors"
-    metrics = demo / "results/finetune/k12/draw1/syn_target_span/seed1/metrics.json"
+    model = demo / "results/prefinetune/k10/draw1/model/model.safetensors"
+    metrics = demo / "results/finetune/k10/draw1/syn_target_span/seed1/metrics.json"
     before_model, before_metrics = _digest(model), json.loads(metrics.read_text())
     result = snakemake(demo, "--cores", "2", "--forcerun", "prefinetune", "finetune", "--",
                        str(metrics.relative_to(demo)))
@@ -408,7 +416,7 @@ def test_sample_efficiency_seed_reruns_only_the_shares(demo):
 def test_a_job_stopped_by_sigterm_resumes_when_rerun(demo):
     """SIGTERM to every process of a running pre-finetuning job (what Slurm does at a time limit or preemption);
     the failed job leaves a checkpoint outside its outputs, and the rerun resumes to the very same weights."""
-    job = "results/prefinetune/k12/draw2"
+    job = "results/prefinetune/k10/draw2"
     model, log_tsv = demo / job / "model/model.safetensors", demo / job / "train_log.tsv"
     before_model, before_log = _digest(model), [r.split("\t")[:-1] for r in log_tsv.read_text().splitlines()]
     state = demo / "checkpoints" / job / "state.pt"
@@ -430,7 +438,7 @@ def test_a_resumed_job_keeps_every_attempts_log_and_one_live_record(demo):
     as it trained, TensorBoard events) holds every logged update once, with the values of the output log."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    job = "results/prefinetune/k12/draw2"
+    job = "results/prefinetune/k10/draw2"
     live = demo / "logs" / job
     history = (live / "attempts.log").read_text()
     attempts = history.split("=== attempt started ")[1:]
@@ -450,7 +458,7 @@ def test_a_fine_tuning_job_stopped_by_sigterm_resumes_when_rerun(demo):
     """As pre-finetuning: SIGTERM to a running fine-tuning job saves a checkpoint outside its outputs, and the
     rerun resumes to the very same metrics and log. The stopped run checkpoints every 5 updates, through a
     changed config (a run option: it does not make the job rerun, nor invalidate the checkpoint)."""
-    run = "results/finetune/k12/draw2/syn_target_span/seed1"
+    run = "results/finetune/k10/draw2/syn_target_span/seed1"
     metrics, log_tsv = demo / run / "metrics.json", demo / run / "train_log.tsv"
     before_metrics, before_log = json.loads(metrics.read_text()), [r.split("\t")[:-1] for r in log_tsv.read_text().splitlines()]
     state = demo / "checkpoints" / run / "state.pt"
@@ -481,7 +489,7 @@ def test_plan_counts_the_real_tokens_of_the_finished_run(demo):
     assert curve.rule.value_counts().to_dict() == {"prefinetune": 12, "finetune": 24, "finetune_baseline": 2}
     null = jobs[jobs.part == "null_arm"]  # priced like the curve's own jobs of the same k
     assert null.rule.value_counts().to_dict() == {"prefinetune": 3, "finetune": 6}
-    assert set(null.examples[null.rule == "prefinetune"]) == set(curve.examples[curve.output.str.contains("/k24/")
+    assert set(null.examples[null.rule == "prefinetune"]) == set(curve.examples[curve.output.str.contains("/k16/")
                                                                                  & (curve.rule == "prefinetune")])
     for row in curve[curve.rule != "prefinetune"].itertuples():
         run = json.loads((demo / row.output).read_text())

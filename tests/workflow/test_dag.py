@@ -59,18 +59,37 @@ def test_demo_dry_run_lists_expected_jobs(tmp_path):
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert counts == expected_counts(load_config())
-    # the embedded default's promised size: 5 task counts incl. 0, 3 draws, 2 targets, 1 seed; the null arm at k = 24
-    assert counts["finetune_baseline"] == 2 and counts["prefinetune"] == 12 + 3 and counts["finetune"] == 24 + 6
-    assert counts["analyse_null"] == counts["plot_null"] == 1
+    # the embedded default's promised size: 5 task counts incl. 0, 3 draws, 2 targets, 1 seed
+    assert counts["finetune_baseline"] == 2 and counts["prefinetune"] == 12 and counts["finetune"] == 24
+
+
+def test_the_null_arm_repeats_the_main_models_of_its_task_counts(tmp_path):
+    """`snakemake null` on the embedded default: the 3 models of k = 16 again under results/null/, fine-tuned on both
+    targets (k = 0 shared, not repeated), the null arm's table and its comparison with the main curve's; the
+    pre-finetuning jobs' params are the main ones with labels: shuffled and the draw's seed."""
+    result = snakemake(make_workdir(tmp_path), "-n", "null", "--printshellcmds")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    exp = Experiment.from_config(load_config(), REPO)
+    assert exp.null_counts == [0, 16] and not exp.null_in_default
+    assert counts["prefinetune"] == 12 + 3 and counts["finetune"] == 24 + 3 * 2 and counts["finetune_baseline"] == 2
+    assert counts["aggregate"] == 2 and counts["analyse_null"] == counts["plot_null"] == counts["null"] == 1
+    assert "plot" not in counts and "analyse" not in counts  # the main curve's table suffices
+    for path in ("results/null/prefinetune/k16/draw3/model", "results/null/finetune/k16/draw1/syn_target_span/seed1",
+                 "results/null/content_transfer.csv", "results/null/critical_point_by_curve.csv"):
+        assert path in result.stdout, path
+    assert "results/null/finetune/k0/" not in result.stdout and "results/null/prefinetune/k10/" not in result.stdout
+    settings = exp.prefinetune_settings(NULL, 3)
+    assert settings == {**exp.prefinetune_settings(MAIN, 3), "labels": "shuffled"}
 
 
 def test_single_metrics_file_is_a_valid_target(tmp_path):
-    result = snakemake(make_workdir(tmp_path), "-n", "results/finetune/k12/draw2/syn_target_span/seed1/metrics.json")
+    result = snakemake(make_workdir(tmp_path), "-n", "results/finetune/k10/draw2/syn_target_span/seed1/metrics.json")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    # only what that run needs: its pre-finetuned model (12 tasks) and the data of those 12 tasks
+    # only what that run needs: its pre-finetuned model (10 tasks) and the data of those 10 tasks
     assert counts["prefinetune"] == 1 and counts["finetune"] == 1
-    assert counts["tokenize"] == 12
+    assert counts["tokenize"] == 10
     assert "finetune_baseline" not in counts and "aggregate" not in counts
 
 
@@ -83,9 +102,9 @@ def test_ablation_curves_have_their_own_folders(tmp_path):
     assert counts["plot"] == n_ablations and counts["plot_transfer"] == n_ablations
     # the comparison with the main curve needs the main curve's table and critical points as well
     assert counts["aggregate"] == counts["analyse"] == n_ablations + 1 and counts["compare_ablations"] == 1
-    assert counts["prefinetune"] == 12 * (n_ablations + 1)
+    assert counts["prefinetune"] == 12 * (n_ablations + 1) and "analyse_null" not in counts
     assert "results/ablations/comparison.png" in result.stdout
-    assert "results/ablations/no_loss_scaling/prefinetune/k24/draw2/model" in result.stdout
+    assert "results/ablations/no_loss_scaling/prefinetune/k16/draw2/model" in result.stdout
     assert "results/ablations/homogeneous_batches/scaling_curve.pdf" in result.stdout
     # the k = 0 baseline and the data are shared with the main curve, not duplicated per ablation
     assert counts["finetune_baseline"] == 2 and counts["download_dataset"] == len(set(config["pool"]) | set(config["targets"]))
@@ -103,7 +122,7 @@ def test_sample_efficiency_fine_tunes_every_model_on_nested_fractions(tmp_path):
     assert counts["prefinetune"] == models  # the main curve's models, shared
     assert counts["aggregate_efficiency"] == 1 and counts["plot_efficiency"] == 1
     assert "finetune" not in counts and "aggregate" not in counts  # the scaling curve is not needed
-    assert "results/sample_efficiency/k12/draw1/syn_target_mc/pct25/seed1/metrics.json" in result.stdout
+    assert "results/sample_efficiency/k10/draw1/syn_target_mc/pct25/seed1/metrics.json" in result.stdout
     assert "results/sample_efficiency/k0/syn_target_mc/pct100/seed1/metrics.json" in result.stdout
 
 
