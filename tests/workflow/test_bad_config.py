@@ -3,6 +3,7 @@
 workflow (not a dry run), so a mistake the check missed would start jobs. Also SIGTERM to Snakemake.
 """
 
+import re
 import signal
 import subprocess
 import time
@@ -142,7 +143,7 @@ def test_model_given_twice_in_a_configfile_names_that_file(tmp_path):
 
 def test_yaml_error_in_config_names_file_line_and_column(tmp_path):
     workdir = make_workdir(tmp_path)
-    text = (tmp_path / "config.yaml").read_text().replace("draws: 3", "draws: [3", 1)
+    text = re.sub(r"^draws: 3.*$", "draws: [3", (tmp_path / "config.yaml").read_text(), count=1, flags=re.M)
     (tmp_path / "config.yaml").write_text(text)
     line_number = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("draws:"))
     code, line, result = run_workflow(workdir)
