@@ -86,7 +86,7 @@ TRUTHS = {
     "drop_rise": Truth(lambda k: -0.03 + 0.001 * k, None, 30.0),
     "flat": Truth(lambda k: 0.0 * k, None, None),
 }
-# issue-level goals at the config's design: (truth, what, bound)
+# the goals at the config's design: (truth, what, bound)
 GOALS = [(t, what, 0.80 if what == "identified" else 0.85) for t in ("hinge_mid", "hinge_13")
          for what in ("identified", "k_c covered", "break_even covered")]
 GOALS += [("line", "identified", -0.10), ("flat", "identified", -0.10)]  # negative: at most

@@ -33,6 +33,7 @@ def local_task(tmp_path, train: bytes, validation: bytes, entry=CLASSIFICATION, 
     (tmp_path / "tasks.yaml").write_text(yaml.safe_dump({name: {"source": {"files": files}, **entry}}))
     return load_registry(tmp_path / "tasks.yaml")[name]
 
+
 # Three generated tasks (2-way, 3-way sentence pair, regression) for training tests (conftest.py's `generated`)
 GENERATED = {
     "single": {"source": {"generator": {"seed": 1, "train": 120, "validation": 8}}, "type": "classification",
