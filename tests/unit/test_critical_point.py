@@ -171,11 +171,11 @@ def test_k0_is_its_own_level_a_drop_then_a_rise_has_no_breakpoint_but_a_break_ev
     assert row["slope_line_lo"] <= 0.002 <= row["slope_line_hi"]
 
 
-def test_intervals_hold_at_the_config_design_where_the_resampling_bootstrap_does_not():
-    """100 studies at the config's design (3 draws, 3 seeds, the 7 task counts; draw SD 0.006, run SD 0.01) of a
+def test_intervals_hold_at_three_draws_where_the_resampling_bootstrap_does_not():
+    """100 studies at 3 draws, 3 seeds and the paper's 7 task counts (draw SD 0.006, run SD 0.01) of a
     hinge dipping to k = 22 and back at the baseline at k = 33; 100 replicates each. The 90 % intervals of k_c and
-    break-even should hold the truth in about 90 (bench/coverage.py: 99 % and 96 % at 500 replicates). Bound: 85 of
-    100. Percentile intervals of the two-stage resampling (draws, then seeds) hold the break-even in 77: too few,
+    break-even should hold the truth in about 90 (bench/coverage.py at the config's design, 500 replicates: 97 to
+    98 % and 96 %). Bound: 85 of 100. Percentile intervals of the two-stage resampling (draws, then seeds) hold the break-even in 77: too few,
     3 draws resample into 10 distinct sets."""
     hits = {"parametric": [0, 0, 0], "resample": [0, 0, 0]}
     for method, counts in hits.items():
@@ -192,7 +192,7 @@ def test_intervals_hold_at_the_config_design_where_the_resampling_bootstrap_does
     assert hits["resample"][2] < 85, hits
 
 
-def test_rows_are_deterministic_for_a_seed_at_the_config_design():
+def test_rows_are_deterministic_for_a_seed_at_three_draws():
     df = curve(k_c=22.0, before=-0.002, after=0.004, draws=3, draw_sd=0.006, seed=7)
     first = analyse_curve(df, n_boot=100, level=0.9, rng=np.random.default_rng(5))
     assert first["interval"] == "parametric" and first["status"] == "identified"

@@ -168,7 +168,7 @@ def test_slurm_profile_requests_a_gpu_per_training_job(tmp_path):
     asked = dry_run_runtimes(out)
     expected = expected_runtimes(config)
     pre = {o: m for o, (rule, m) in asked.items() if rule == "prefinetune"}
-    assert len(pre) == 18 and pre == {o: expected[o] for o in pre}
+    assert len(pre) == expected_counts(config)["prefinetune"] and pre == {o: expected[o] for o in pre}
     assert max(pre.values()) < 1440 and len(set(pre.values())) > 1  # right-sized, and not one size for all
     assert "slurm_partition=" in resources
     assert "slurm_extra=--signal=TERM@300" in resources
@@ -239,7 +239,8 @@ def test_every_training_job_of_the_cluster_config_asks_for_its_estimate(tmp_path
     assert result.returncode == 0, result.stderr
     asked, expected = dry_run_runtimes(result.stdout), expected_runtimes(config)
     training = {o: m for o, (rule, m) in asked.items() if rule.startswith(("prefinetune", "finetune"))}
-    assert len(training) == 18 + 324 + 18 + 18
+    counts = expected_counts(config)
+    assert len(training) == sum(n for rule, n in counts.items() if rule.startswith(("prefinetune", "finetune")))
     assert training == {o: expected[o] for o in training}
     by_rule = {}
     for output, (rule, minutes) in asked.items():
