@@ -99,7 +99,9 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     if carried:
         model.load_heads(encoder_dir, [head])
     steps = finetune_steps(settings, len(train_ds))
-    loss_start = probe_loss(model, target, train_ds, pad_id, settings)  # what failed_runs.py reads, with loss_end
+    probe_ds = train_ds.select(range(min(PROBE, len(train_ds))))  # what failed_runs.py reads: the loss on it
+    probe = task_arrays({target.name: probe_ds}, {target.name: target})  # before and after, and the chance loss
+    loss_start = probe_loss(model, probe, pad_id, settings)
     encoder_id = {"path": str(encoder_dir), "digest": digest(encoder_dir)}
     # what the run read: the encoder, the data, and which share of it (its percent and order)
     inputs = {"encoder": encoder_id["digest"], "data": digest(tokenized),
@@ -118,8 +120,8 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
                   "steps": summary["steps"], "precision": summary["precision"], "attention": summary["attention"],
                   "micro_batch_halvings": summary["micro_batch_halvings"],
                   "chance": chance, "loss_start": loss_start,  # what failed_runs.py reads
-                  "loss_end": probe_loss(model, target, train_ds, pad_id, settings, summary["precision"]),
-                  "loss_chance": chance_loss(target, train_ds.select(range(min(PROBE, len(train_ds)))))}
+                  "loss_end": probe_loss(model, probe, pad_id, settings, summary["precision"]),
+                  "loss_chance": chance_loss(target, probe_ds)}
         if label_map(tokenized) is not None:  # which raw label each class index stands for
             result["label_map"] = label_map(tokenized)
         write_json(metrics_json, result)
@@ -132,13 +134,12 @@ def finetune(target: Task, tokenized: str, encoder_dir: str, settings: dict, see
     return result
 
 
-def probe_loss(model: MultiTaskModel, target: Task, train_ds, pad_id: int, settings: dict,
-               precision: str | None = None) -> float:
-    """The model's plain (unscaled) loss, in eval mode, on the first ``PROBE`` examples of the target's training
-    data: measured before and after fine-tuning, it says whether training moved the model (``failed_runs.py``)."""
+def probe_loss(model: MultiTaskModel, probe: dict, pad_id: int, settings: dict, precision: str | None = None) -> float:
+    """The model's plain (unscaled) loss, in eval mode, on ``probe`` (``task_arrays`` of the first ``PROBE``
+    examples of the target's training data): measured before and after fine-tuning, it says whether training
+    moved the model (``failed_runs.py``)."""
     device = pick_device()
     model.to(device)
-    probe = task_arrays({target.name: train_ds.select(range(min(PROBE, len(train_ds))))}, {target.name: target})
     precision = precision or resolve_precision(settings["precision"], device)
     scaling, model.loss_scaling = model.loss_scaling, False
     try:
