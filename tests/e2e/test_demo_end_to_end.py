@@ -420,8 +420,11 @@ def test_a_job_stopped_by_sigterm_resumes_when_rerun(demo):
     model, log_tsv = demo / job / "model/model.safetensors", demo / job / "train_log.tsv"
     before_model, before_log = _digest(model), [r.split("\t")[:-1] for r in log_tsv.read_text().splitlines()]
     state = demo / "checkpoints" / job / "state.pt"
-    # the first periodic checkpoint is after update 100 of 400
-    stop_at_first_checkpoint(demo, [f"{job}/model", "--forcerun", "prefinetune"], state, job, jitter=2.0, poll=0.05)
+    # the stopped run checkpoints every 25 updates (a run option), so that 125 of its 150 updates (over 4 s here)
+    # are left when the first checkpoint appears, and the SIGTERM lands while it trains
+    often = _with_config(demo, _set("prefinetune.checkpoint_every", 25))
+    stop_at_first_checkpoint(demo, ["--configfile", str(often), "--forcerun", "prefinetune", "--", f"{job}/model"],
+                             state, job, jitter=1.0, poll=0.02)
     assert state.exists() and not model.exists()  # Snakemake removed the failed job's outputs, not the checkpoint
 
     result = snakemake(demo, "--cores", "1", f"{job}/model")
