@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from prefinetune.config import NULL, Experiment
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -50,6 +52,41 @@ def job_counts(output: str) -> dict[str, int]:
     for line in match.group(1).strip().splitlines():
         rule, count = line.split()
         counts[rule] = int(count)
+    return counts
+
+
+def expected_counts(config: dict) -> dict[str, int]:
+    """The jobs a dry run of ``config``'s default target lists, as {rule: count}, counted from the config."""
+    exp = Experiment.from_config(config, REPO)
+    trained = [k for k in exp.counts if k > 0]
+    runs = len(exp.targets) * len(exp.seeds)
+    curve_tasks = set(exp.config["pool"]) | set(exp.targets)
+    counts = {
+        # the curve's tasks: the held-out sample-efficiency targets only when the study is asked for (a built
+        # tokenizer is trained on the curve's text only)
+        "download_dataset": len(curve_tasks),
+        "download_model": 1,
+        "tokenize": len(curve_tasks),  # the sample-efficiency targets are tokenized only when asked for
+        "subsets": len(exp.draws),
+        "prefinetune": len(trained) * len(exp.draws),
+        "finetune": len(trained) * len(exp.draws) * runs,
+        "aggregate": 1,
+        "analyse": 1,  # critical point and per-task transfer
+        "plot": 1,
+        "plot_transfer": 1,
+        "plot_losses": 1,
+        "all": 1,
+    }
+    if 0 in exp.counts:
+        counts["finetune_baseline"] = runs
+    if exp.null_in_default:  # the null arm's models, their runs, its table and the comparison with the main curve
+        null_models = len(exp.models(NULL))
+        counts.update(prefinetune=counts["prefinetune"] + null_models, finetune=counts["finetune"] + null_models * runs,
+                      aggregate=2, analyse_null=1, plot_null=1)
+    if exp.reference_models:  # each downloaded, its targets tokenized with its tokenizer, fine-tuned like k = 0
+        counts.update(download_reference=len(exp.reference_models),
+                      tokenize_reference=len(exp.reference_models) * len(exp.targets),
+                      finetune_reference=len(exp.reference_models) * runs)
     return counts
 
 

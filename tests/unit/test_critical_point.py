@@ -175,8 +175,8 @@ def test_intervals_hold_at_three_draws_where_the_resampling_bootstrap_does_not()
     """100 studies at 3 draws, 3 seeds and the paper's 7 task counts (draw SD 0.006, run SD 0.01) of a
     hinge dipping to k = 22 and back at the baseline at k = 33; 100 replicates each. The 90 % intervals of k_c and
     break-even should hold the truth in about 90 (bench/coverage.py at the config's design, 500 replicates: 97 to
-    98 % and 96 %). Bound: 85 of 100. Percentile intervals of the two-stage resampling (draws, then seeds) hold the break-even in 77: too few,
-    3 draws resample into 10 distinct sets."""
+    98 % and 96 %). Bound: 85 of 100. Percentile intervals of the two-stage resampling (draws, then seeds) hold
+    the break-even in 77: too few, 3 draws resample into 10 distinct sets."""
     hits = {"parametric": [0, 0, 0], "resample": [0, 0, 0]}
     for method, counts in hits.items():
         for i in range(100):

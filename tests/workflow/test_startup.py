@@ -11,7 +11,7 @@ import sys
 from prefinetune.config import Experiment
 from prefinetune.data import download, tokenize
 from prefinetune.models import fetch, texts_of
-from workflow_helpers import REPO, load_config, make_workdir
+from workflow_helpers import REPO, expected_counts, load_config, make_workdir
 
 HEAVY = ("torch", "transformers", "datasets")
 
@@ -35,6 +35,6 @@ def test_building_the_dag_imports_neither_torch_nor_transformers(tmp_path):
     # ... and yet the plan priced the training jobs from the model's parameters: the demo's 8-minute floor, not the
     # 10-minute runtime that a job asks for while its model's size is unknown
     runtimes = re.findall(r"runtime=(\d+)", result.stdout)
-    config, trained = exp.config, sum(k > 0 for k in exp.config["task_counts"]) * exp.config["draws"]
-    jobs = trained + len(config["targets"]) * (1 + trained) * config["finetune_seeds"]  # pre-finetuning, fine-tuning
+    counts = expected_counts(exp.config)
+    jobs = sum(n for rule, n in counts.items() if rule.startswith(("prefinetune", "finetune")))
     assert len(runtimes) == jobs and set(runtimes) == {"8"}
